@@ -1,0 +1,24 @@
+//! Wire types of the bothy API.
+//!
+//! This crate owns the shapes that cross a process boundary: the public HTTP API of the daemon,
+//! and the daemon ↔ agent API (which uses the same shapes). It does no I/O, so every other crate
+//! (daemon, agent, client, CLI, tests) can depend on it cheaply.
+
+pub mod agent;
+pub mod data;
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod name;
+pub mod path;
+pub mod sandbox;
+
+pub use data::{Data, Encoding};
+pub use error::{ApiError, ErrorCode};
+pub use name::{NameError, SandboxName};
+
+/// Default working directory inside a sandbox; relative paths resolve against it.
+pub const WORKSPACE: &str = "/workspace";
+
+/// Largest JSON request body the daemon and the agent accept.
+pub const MAX_JSON_BODY: usize = 8 * 1024 * 1024;

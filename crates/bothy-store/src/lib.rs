@@ -1,0 +1,11 @@
+//! Persistent state of the daemon.
+//!
+//! This crate owns what survives a restart: metadata in SQLite ([`meta`]), the layout of the
+//! data directory ([`layout`]), and images as read-only layers on disk ([`images`]). It does not
+//! start processes or mount anything (that is `bothy-runtime`).
+
+pub mod images;
+pub mod layout;
+pub mod meta;
+
+pub use layout::Layout;
