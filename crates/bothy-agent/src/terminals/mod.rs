@@ -243,7 +243,9 @@ async fn attach(
         protocol: q.protocol,
         cursor,
     };
+    // Browsers offer `bothy` (beside the token the daemon strips); answer with it when offered.
     Ok(upgrade
+        .protocols(["bothy"])
         .on_upgrade(move |socket| ws::serve(socket, term, attach))
         .into_response())
 }
