@@ -167,7 +167,10 @@ pub struct SandboxCgroups {
 impl SandboxCgroups {
     /// Every `cgroup.procs` a process must join.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+        self.dirs
+            .iter()
+            .map(|(_, d)| d.join("cgroup.procs"))
+            .collect()
     }
 
     fn dir(&self, ctrl: &str) -> Option<&Path> {
@@ -201,7 +204,10 @@ impl SandboxCgroups {
                 write(&d.join("pids.max"), &limits.pids.to_string())?;
             }
             if let Some(d) = self.dir("cpu") {
-                write(&d.join("cpu.shares"), &v1_shares(limits.cpu_weight).to_string())?;
+                write(
+                    &d.join("cpu.shares"),
+                    &v1_shares(limits.cpu_weight).to_string(),
+                )?;
             }
         }
         Ok(())
@@ -223,7 +229,9 @@ impl SandboxCgroups {
     /// Kills every process with `cgroup.kill`; `false` if that is not available.
     pub fn kill(&self) -> bool {
         match &self.kill_dir {
-            Some(d) if d.join("cgroup.kill").exists() => fs::write(d.join("cgroup.kill"), "1").is_ok(),
+            Some(d) if d.join("cgroup.kill").exists() => {
+                fs::write(d.join("cgroup.kill"), "1").is_ok()
+            }
             _ => false,
         }
     }
@@ -267,7 +275,9 @@ impl SandboxCgroups {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     Err(e) => {
@@ -387,7 +397,10 @@ mod tests {
         })
         .unwrap();
         let cpu = fs::canonicalize(t.path().join("cpu")).unwrap();
-        assert_eq!(fs::read_to_string(cpu.join("p/n/cpu.shares")).unwrap(), "2048");
+        assert_eq!(
+            fs::read_to_string(cpu.join("p/n/cpu.shares")).unwrap(),
+            "2048"
+        );
         assert_eq!(
             fs::read_to_string(t.path().join("memory/p/n/memory.limit_in_bytes")).unwrap(),
             "100"

@@ -44,14 +44,20 @@ impl InitConfig {
     pub fn validate(&self) -> Result<(), String> {
         let first = self.overlays.first().ok_or("no overlay for the root")?;
         if first.target != "/" {
-            return Err(format!("first overlay targets {:?}, not \"/\"", first.target));
+            return Err(format!(
+                "first overlay targets {:?}, not \"/\"",
+                first.target
+            ));
         }
         for o in &self.overlays {
             if o.lowers.is_empty() {
                 return Err(format!("overlay {:?} has no lower layer", o.target));
             }
             if !o.target.starts_with('/') || o.target.split('/').any(|c| c == "..") {
-                return Err(format!("overlay target {:?} is not a clean absolute path", o.target));
+                return Err(format!(
+                    "overlay target {:?} is not a clean absolute path",
+                    o.target
+                ));
             }
         }
         for o in &self.overlays[1..] {

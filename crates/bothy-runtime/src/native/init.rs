@@ -2,10 +2,10 @@
 //!
 //! It runs single-threaded (no tokio) as real root on the host:
 //! 1. reads its [`InitConfig`] from fd [`CONFIG_FD`], joins the sandbox's cgroups, `setsid`;
-//! 2. creates the idmapping user namespace (if a lower layer needs it), then unshares mount,
-//!    UTS, IPC, network, PID and cgroup namespaces (cgroup last-joined, so the sandbox's cgroup
-//!    is its root) and makes `/` recursively private;
-//! 3. forks PID 1 of the new PID namespace, which builds the root (overlays, `/proc`, `/sys`,
+//! 2. creates the idmapping user namespace (if a lower layer needs it), then unshares UTS, IPC,
+//!    network, PID and cgroup namespaces (after joining, so the sandbox's cgroup is its root);
+//! 3. forks PID 1 of the new PID namespace, which unshares its mount namespace, makes `/`
+//!    recursively private, builds the root (overlays, `/proc`, `/sys`,
 //!    `/dev`, `/run`), sets the hostname, brings `lo` up, `pivot_root`s, unshares its user
 //!    namespace (the parent, still privileged outside, writes `0 uid_base 65536`), becomes
 //!    root in it, unshares a mount namespace owned by that user namespace (locking every mount
@@ -73,9 +73,10 @@ fn read_config() -> Result<InitConfig, InitError> {
     // SAFETY: the runtime passes the config pipe as CONFIG_FD; we take ownership of it once.
     let fd = unsafe { OwnedFd::from_raw_fd(CONFIG_FD) };
     let bytes = sys::read_to_end(&fd).step("read init config")?;
-    let cfg: InitConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| InitError(format!("parse init config: {e}")))?;
-    cfg.validate().map_err(|e| InitError(format!("invalid init config: {e}")))?;
+    let cfg: InitConfig =
+        serde_json::from_slice(&bytes).map_err(|e| InitError(format!("parse init config: {e}")))?;
+    cfg.validate()
+        .map_err(|e| InitError(format!("invalid init config: {e}")))?;
     Ok(cfg)
 }
 
@@ -93,16 +94,15 @@ fn run() -> Result<i32, InitError> {
     } else {
         None
     };
-    let flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
+    // The mount namespace is PID 1's alone (unshared there): pivot_root moves the root of every
+    // process of a mount namespace, and this parent must keep the host's /proc.
+    let flags = libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWCGROUP;
-    // SAFETY: plain syscall; the process is single-threaded as unshare(CLONE_NEWNS) requires.
+    // SAFETY: plain syscall.
     cvt(unsafe { libc::unshare(flags) }).step("unshare namespaces")?;
-    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .step("make / rprivate")?;
 
     let (status_r, status_w) = sys::pipe().step("pipe")?;
     let (req_r, req_w) = sys::pipe().step("pipe")?;
@@ -157,13 +157,24 @@ fn pid1(
         .create(true)
         .open(cfg.state_dir.join("agent.log"))
         .step("open agent.log")?;
-    std::os::unix::fs::fchown(&log, Some(cfg.uid_base), Some(cfg.uid_base)).step("chown agent.log")?;
+    std::os::unix::fs::fchown(&log, Some(cfg.uid_base), Some(cfg.uid_base))
+        .step("chown agent.log")?;
     for target in [1, 2] {
         // SAFETY: duplicating a valid fd over stdout/stderr.
         cvt(unsafe { libc::dup2(log.as_raw_fd(), target) }).step("redirect output")?;
     }
     drop(log);
 
+    // SAFETY: plain syscall; PID 1 is single-threaded as unshare(CLONE_NEWNS) requires.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNS) }).step("unshare mount namespace")?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .step("make / rprivate")?;
     mounts::mount_overlays(cfg, userns)?;
     mounts::mount_pseudo_fs(cfg)?;
     let host = cfg.hostname.as_bytes();
@@ -185,7 +196,10 @@ fn pid1(
     // SAFETY: plain syscall, single-threaded.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) }).step("unshare user namespace")?;
     sys::write_all(req, b"m").step("request user namespace maps")?;
-    if sys::read_byte(ack).step("wait for user namespace maps")?.is_none() {
+    if sys::read_byte(ack)
+        .step("wait for user namespace maps")?
+        .is_none()
+    {
         return Err(InitError::msg("user namespace maps were not written"));
     }
     // SAFETY: plain syscalls switching to the namespace's root (mapped to uid_base).

@@ -74,7 +74,8 @@ impl Default for NativeConfig {
         Self {
             cgroup_parent: "bothy".into(),
             uid_base: 1_000_000,
-            init_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            init_binary: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
         }
     }
 }
@@ -89,7 +90,10 @@ impl NativeRuntime {
     /// daemon crash, so no PDEATHSIG is ever set) and raises host sysctls.
     pub fn new(cfg: NativeConfig) -> Result<Self, RuntimeError> {
         if cfg.cgroup_parent.is_empty()
-            || cfg.cgroup_parent.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || cfg
+                .cgroup_parent
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(RuntimeError::Setup(format!(
                 "invalid cgroup parent {:?}",
@@ -97,7 +101,10 @@ impl NativeRuntime {
             )));
         }
         if cfg.uid_base == 0 || cfg.uid_base.checked_add(65536).is_none() {
-            return Err(RuntimeError::Setup(format!("invalid uid base {}", cfg.uid_base)));
+            return Err(RuntimeError::Setup(format!(
+                "invalid uid base {}",
+                cfg.uid_base
+            )));
         }
         let layout = Layout::detect(std::path::Path::new("/sys/fs/cgroup"))?;
         layout.create_parent(&cfg.cgroup_parent)?;
@@ -159,7 +166,8 @@ impl Runtime for NativeRuntime {
                 return Err(e);
             }
         };
-        let start_time = proc::start_time(pid).map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
+        let start_time = proc::start_time(pid)
+            .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
         Ok(Started { pid, start_time })
     }
 
@@ -179,12 +187,16 @@ impl Runtime for NativeRuntime {
         }
         if let Some((pid, fd)) = &pid1 {
             if !proc::wait_exit(fd, deadline.saturating_duration_since(Instant::now())) {
-                return Err(RuntimeError::Setup(format!("sandbox init {pid} did not exit")));
+                return Err(RuntimeError::Setup(format!(
+                    "sandbox init {pid} did not exit"
+                )));
             }
             proc::reap(*pid);
         }
         if !cg.wait_empty(deadline) {
-            return Err(RuntimeError::Setup(format!("processes of {name} did not exit")));
+            return Err(RuntimeError::Setup(format!(
+                "processes of {name} did not exit"
+            )));
         }
         cg.remove()
     }
@@ -194,10 +206,14 @@ impl Runtime for NativeRuntime {
     }
 
     fn pidfd(&self, started: &Started) -> Result<std::os::fd::OwnedFd, RuntimeError> {
-        let fd = proc::pidfd(started.pid).map_err(|e| RuntimeError::io("open pidfd of sandbox init", e))?;
+        let fd = proc::pidfd(started.pid)
+            .map_err(|e| RuntimeError::io("open pidfd of sandbox init", e))?;
         // Checked after opening: the fd pins the process, so it is the right one if alive now.
         if !self.is_alive(started) {
-            return Err(RuntimeError::Setup(format!("sandbox init {} is gone", started.pid)));
+            return Err(RuntimeError::Setup(format!(
+                "sandbox init {} is gone",
+                started.pid
+            )));
         }
         Ok(fd)
     }
@@ -206,7 +222,10 @@ impl Runtime for NativeRuntime {
         let f = std::fs::File::open(format!("/proc/{}/ns/net", started.pid))
             .map_err(|e| RuntimeError::io("open network namespace of sandbox", e))?;
         if !self.is_alive(started) {
-            return Err(RuntimeError::Setup(format!("sandbox init {} is gone", started.pid)));
+            return Err(RuntimeError::Setup(format!(
+                "sandbox init {} is gone",
+                started.pid
+            )));
         }
         Ok(f.into())
     }

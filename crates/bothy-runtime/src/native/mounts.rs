@@ -38,24 +38,43 @@ pub fn mount_overlays(cfg: &InitConfig, userns: Option<&OwnedFd>) -> Result<(), 
     Ok(())
 }
 
-fn mount_overlay(o: &InitOverlay, target: &Path, userns: Option<&OwnedFd>) -> Result<(), InitError> {
+fn mount_overlay(
+    o: &InitOverlay,
+    target: &Path,
+    userns: Option<&OwnedFd>,
+) -> Result<(), InitError> {
     let what = |s: &str| format!("{s} (overlay {})", o.target);
     let fs = sys::fsopen("overlay").step(what("fsopen"))?;
+    // The detached lower mounts must stay open until the overlay is created: closing the last
+    // fd of a detached mount dissolves it, and overlayfs then fails to clone it (EINVAL).
+    let mut keep = Vec::with_capacity(o.lowers.len());
     for (path, idmap) in &o.lowers {
-        let lower = sys::open_tree_clone(path).step(what(&format!("open lower {}", path.display())))?;
+        let lower =
+            sys::open_tree_clone(path).step(what(&format!("open lower {}", path.display())))?;
         let (attrs, ns) = if *idmap {
-            let ns = userns.ok_or_else(|| InitError::msg("idmapped lower without a user namespace"))?;
-            (MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, Some(ns))
+            let ns =
+                userns.ok_or_else(|| InitError::msg("idmapped lower without a user namespace"))?;
+            (
+                MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+                Some(ns),
+            )
         } else {
             (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, None)
         };
-        sys::mount_setattr(&lower, attrs, ns).step(what(&format!("idmap lower {}", path.display())))?;
+        sys::mount_setattr(&lower, attrs, ns)
+            .step(what(&format!("idmap lower {}", path.display())))?;
         sys::fsconfig_fd(&fs, "lowerdir+", &lower).step(what("set lowerdir+"))?;
+        keep.push(lower);
     }
-    let s = |p: &Path| p.to_str().map(str::to_owned).ok_or_else(|| InitError::msg("non-utf-8 path"));
+    let s = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| InitError::msg("non-utf-8 path"))
+    };
     sys::fsconfig_string(&fs, "upperdir", &s(&o.upper)?).step(what("set upperdir"))?;
     sys::fsconfig_string(&fs, "workdir", &s(&o.work)?).step(what("set workdir"))?;
     sys::fsconfig_create(&fs).step(what("create overlay"))?;
+    drop(keep);
     let m = sys::fsmount(&fs, MOUNT_ATTR_NODEV).step(what("fsmount"))?;
     sys::move_mount(&m, target).step(what("move_mount"))
 }
@@ -65,12 +84,20 @@ pub fn inside(root: &Path, abs: &str) -> PathBuf {
     root.join(abs.trim_start_matches('/'))
 }
 
-fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+fn mount(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     sys::mount(Some(src), target, Some(fstype), flags, data)
 }
 
 fn bind(src: &Path, target: &Path) -> io::Result<()> {
-    let s = src.to_str().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let s = src
+        .to_str()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     sys::mount(Some(s), target, None, libc::MS_BIND, None)
 }
 
@@ -100,7 +127,14 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     let proc_ = inside(root, "/proc");
     mkdir_p(&proc_, 0o555).step("create /proc")?;
     mount("proc", &proc_, "proc", nsd | libc::MS_NOEXEC, None).step("mount /proc")?;
-    for f in ["kcore", "keys", "timer_list", "sysrq-trigger", "latency_stats", "sched_debug"] {
+    for f in [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sysrq-trigger",
+        "latency_stats",
+        "sched_debug",
+    ] {
         let p = proc_.join(f);
         if p.exists() {
             bind(Path::new("/dev/null"), &p).step(format!("mask /proc/{f}"))?;
@@ -115,21 +149,39 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     for d in ["acpi", "scsi"] {
         let p = proc_.join(d);
         if p.is_dir() {
-            mount("tmpfs", &p, "tmpfs", nsd | libc::MS_NOEXEC | libc::MS_RDONLY, None)
-                .step(format!("mask /proc/{d}"))?;
+            mount(
+                "tmpfs",
+                &p,
+                "tmpfs",
+                nsd | libc::MS_NOEXEC | libc::MS_RDONLY,
+                None,
+            )
+            .step(format!("mask /proc/{d}"))?;
         }
     }
 
     let sys_ = inside(root, "/sys");
     mkdir_p(&sys_, 0o555).step("create /sys")?;
-    mount("sysfs", &sys_, "sysfs", nsd | libc::MS_NOEXEC | libc::MS_RDONLY, None)
-        .step("mount /sys")?;
+    mount(
+        "sysfs",
+        &sys_,
+        "sysfs",
+        nsd | libc::MS_NOEXEC | libc::MS_RDONLY,
+        None,
+    )
+    .step("mount /sys")?;
 
     // /dev: a fresh tmpfs owned by the sandbox's root, with the harmless host devices bound in.
     let dev = inside(root, "/dev");
     mkdir_p(&dev, 0o755).step("create /dev")?;
-    mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, Some(&format!("mode=755,size=65536k,uid={base},gid={base}")))
-        .step("mount /dev")?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID,
+        Some(&format!("mode=755,size=65536k,uid={base},gid={base}")),
+    )
+    .step("mount /dev")?;
     for d in ["null", "zero", "full", "random", "urandom", "tty"] {
         let p = dev.join(d);
         touch(&p).step(format!("create /dev/{d}"))?;
@@ -142,14 +194,23 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
         &pts,
         "devpts",
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(&format!("newinstance,ptmxmode=0666,mode=0620,gid={}", base + 5)),
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            base + 5
+        )),
     )
     .step("mount /dev/pts")?;
     symlink("pts/ptmx", dev.join("ptmx")).step("link /dev/ptmx")?;
     let shm = dev.join("shm");
     mkdir_p(&shm, 0o1777).step("create /dev/shm")?;
-    mount("tmpfs", &shm, "tmpfs", nsd, Some(&format!("mode=1777,uid={base},gid={base}")))
-        .step("mount /dev/shm")?;
+    mount(
+        "tmpfs",
+        &shm,
+        "tmpfs",
+        nsd,
+        Some(&format!("mode=1777,uid={base},gid={base}")),
+    )
+    .step("mount /dev/shm")?;
     for (name, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -162,8 +223,14 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     // /run: tmpfs with the agent binary (read-only bind, never a copy) and the state dir.
     let run = inside(root, "/run");
     mkdir_p(&run, 0o755).step("create /run")?;
-    mount("tmpfs", &run, "tmpfs", nsd, Some(&format!("mode=755,size=65536k,uid={base},gid={base}")))
-        .step("mount /run")?;
+    mount(
+        "tmpfs",
+        &run,
+        "tmpfs",
+        nsd,
+        Some(&format!("mode=755,size=65536k,uid={base},gid={base}")),
+    )
+    .step("mount /run")?;
     let bothy = run.join("bothy");
     mkdir_p(&bothy, 0o755).step("create /run/bothy")?;
     std::os::unix::fs::lchown(&bothy, Some(base), Some(base)).step("chown /run/bothy")?;
@@ -176,7 +243,13 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     let state = bothy.join("state");
     mkdir_p(&state, 0o700).step("create /run/bothy/state")?;
     bind(&cfg.state_dir, &state).step("bind state dir")?;
-    sys::mount(None, &state, None, libc::MS_BIND | libc::MS_REMOUNT | nsd, None)
-        .step("remount state dir nosuid,nodev")?;
+    sys::mount(
+        None,
+        &state,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | nsd,
+        None,
+    )
+    .step("remount state dir nosuid,nodev")?;
     Ok(())
 }

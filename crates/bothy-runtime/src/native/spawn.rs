@@ -24,7 +24,8 @@ pub fn ensure_dir(dir: &Path, uid: u32, mode: u32) -> Result<(), RuntimeError> {
         .mode(mode)
         .create(dir)
         .map_err(|e| RuntimeError::io(op(), e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| RuntimeError::io(op(), e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| RuntimeError::io(op(), e))?;
     std::os::unix::fs::chown(dir, Some(uid), Some(uid)).map_err(|e| RuntimeError::io(op(), e))
 }
 
@@ -43,8 +44,13 @@ pub fn prepare_dirs(spec: &SandboxSpec, uid_base: u32) -> Result<(), RuntimeErro
 }
 
 /// Runs the init with `cfg`, handing it `listener` as fd 3; returns PID 1's host pid.
-pub fn run_init(init_binary: &Path, cfg: &InitConfig, listener: &impl AsRawFd) -> Result<i32, RuntimeError> {
-    let json = serde_json::to_vec(cfg).map_err(|e| RuntimeError::Setup(format!("encode init config: {e}")))?;
+pub fn run_init(
+    init_binary: &Path,
+    cfg: &InitConfig,
+    listener: &impl AsRawFd,
+) -> Result<i32, RuntimeError> {
+    let json = serde_json::to_vec(cfg)
+        .map_err(|e| RuntimeError::Setup(format!("encode init config: {e}")))?;
     let (cfg_r, cfg_w) = sys::pipe().map_err(|e| RuntimeError::io("create pipe", e))?;
     let cfg_fd = cfg_r.as_raw_fd();
     let listener_fd = listener.as_raw_fd();
@@ -63,7 +69,8 @@ pub fn run_init(init_binary: &Path, cfg: &InitConfig, listener: &impl AsRawFd) -
             if l < 0 || c < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::dup2(l, bothy_api::agent::AGENT_LISTEN_FD) < 0 || libc::dup2(c, CONFIG_FD) < 0 {
+            if libc::dup2(l, bothy_api::agent::AGENT_LISTEN_FD) < 0 || libc::dup2(c, CONFIG_FD) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -85,7 +92,9 @@ pub fn run_init(init_binary: &Path, cfg: &InitConfig, listener: &impl AsRawFd) -
         let _ = s.read_to_string(&mut err);
     }
     // Reaps exactly the init parent (waitpid on its pid).
-    let status = child.wait().map_err(|e| RuntimeError::io("wait for sandbox init", e))?;
+    let status = child
+        .wait()
+        .map_err(|e| RuntimeError::io("wait for sandbox init", e))?;
     if !status.success() {
         let msg = err.trim();
         return Err(RuntimeError::Setup(if msg.is_empty() {
@@ -98,4 +107,3 @@ pub fn run_init(init_binary: &Path, cfg: &InitConfig, listener: &impl AsRawFd) -
         .parse::<i32>()
         .map_err(|_| RuntimeError::Setup(format!("sandbox init printed no pid: {out:?}")))
 }
-
