@@ -586,3 +586,355 @@ fn apply_meta(to: &Path, md: &fs::Metadata, xattrs: &[Xattr]) -> Result<(), Imag
     utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| io_err(format!("set times of {}", to.display()))(e.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::is_root;
+    use std::os::unix::fs::symlink;
+
+    fn header(path: &str, kind: tar::EntryType, mode: u32, uid: u64, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        // Written raw: `set_path` rightly refuses `..` and absolute paths, which we need here.
+        let name = &mut h.as_ustar_mut().unwrap().name;
+        name.fill(0);
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        h
+    }
+
+    fn link(path: &str, kind: tar::EntryType, target: &str) -> tar::Header {
+        let mut h = header(path, kind, 0o777, 0, 0);
+        h.set_link_name(target).unwrap();
+        h.set_cksum();
+        h
+    }
+
+    /// A tarball with a file, a dir, a symlink, a hardlink, a fifo, device nodes, and entries
+    /// that try to leave the layer.
+    fn sample_tar() -> Vec<u8> {
+        use tar::EntryType as T;
+        let mut b = tar::Builder::new(Vec::new());
+        let data = b"hello\n";
+        b.append(&header("./", T::Directory, 0o755, 0, 0), &[][..])
+            .unwrap();
+        b.append(&header("etc/", T::Directory, 0o755, 0, 0), &[][..])
+            .unwrap();
+        b.append(&header("etc/motd", T::Regular, 0o640, 1000, 6), &data[..])
+            .unwrap();
+        b.append(&header("opt/ro/", T::Directory, 0o555, 0, 0), &[][..])
+            .unwrap();
+        b.append(&header("opt/ro/x", T::Regular, 0o4755, 0, 6), &data[..])
+            .unwrap();
+        b.append(&link("etc/motd.link", T::Symlink, "motd"), &[][..])
+            .unwrap();
+        b.append(&link("etc/abs.link", T::Symlink, "/etc/shadow"), &[][..])
+            .unwrap();
+        b.append(&link("etc/motd.hard", T::Link, "etc/motd"), &[][..])
+            .unwrap();
+        b.append(&header("run/fifo", T::Fifo, 0o620, 7, 0), &[][..])
+            .unwrap();
+        let mut dev = header("dev/sda", T::Block, 0o666, 0, 0);
+        dev.set_device_major(8).unwrap();
+        dev.set_device_minor(0).unwrap();
+        dev.set_cksum();
+        b.append(&dev, &[][..]).unwrap();
+        let mut dev = header("dev/mem", T::Char, 0o666, 0, 0);
+        dev.set_device_major(1).unwrap();
+        dev.set_device_minor(1).unwrap();
+        dev.set_cksum();
+        b.append(&dev, &[][..]).unwrap();
+        b.append(&header("../escape", T::Regular, 0o644, 0, 6), &data[..])
+            .unwrap();
+        b.append(
+            &header("a/../../escape2", T::Regular, 0o644, 0, 6),
+            &data[..],
+        )
+        .unwrap();
+        b.append(&header("/abs-escape", T::Regular, 0o644, 0, 6), &data[..])
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn md(p: &Path) -> fs::Metadata {
+        fs::symlink_metadata(p).unwrap()
+    }
+
+    fn check_sample_layer(root: &Path) {
+        assert_eq!(fs::read(root.join("etc/motd")).unwrap(), b"hello\n");
+        let m = md(&root.join("etc/motd"));
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 1000, 1000));
+        assert_eq!(m.mtime(), 1_700_000_000);
+        assert_eq!(m.nlink(), 2, "hardlink kept");
+        assert_eq!(md(&root.join("etc/motd.hard")).ino(), m.ino());
+        assert_eq!(
+            fs::read_link(root.join("etc/motd.link")).unwrap(),
+            Path::new("motd")
+        );
+        assert_eq!(
+            fs::read_link(root.join("etc/abs.link")).unwrap(),
+            Path::new("/etc/shadow")
+        );
+        assert_eq!(md(&root.join("opt/ro")).mode() & 0o7777, 0o555);
+        assert_eq!(md(&root.join("opt/ro/x")).mode() & 0o7777, 0o4755);
+        let fifo = md(&root.join("run/fifo"));
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!((fifo.mode() & 0o7777, fifo.uid()), (0o620, 7));
+        assert!(!root.join("dev/sda").exists() && !root.join("dev/mem").exists());
+        assert!(!root.join("escape").exists() && !root.join("abs-escape").exists());
+        assert!(!root.parent().unwrap().join("escape").exists());
+    }
+
+    #[test]
+    fn tar_import_is_safe_and_idempotent() {
+        if !is_root() {
+            eprintln!("skipping: needs root (unpacks with ownership)");
+            return;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path().join("data"));
+        let inputs = tempfile::tempdir().unwrap();
+        let tar_path = inputs.path().join("rootfs.img"); // not named .tar: sniffed
+        fs::write(&tar_path, sample_tar()).unwrap();
+
+        let l = import_layer(&layout, &tar_path).unwrap();
+        assert!(l.id.starts_with("sha256-") && l.id.len() == "sha256-".len() + 16);
+        assert_eq!(
+            (l.skipped_devices, l.skipped_unsafe, l.reused),
+            (2, 3, false)
+        );
+        assert_eq!(
+            l.size_bytes,
+            6 + 6 + "motd".len() as u64 + "/etc/shadow".len() as u64
+        );
+        let root = layout.layer(&l.id);
+        check_sample_layer(&root);
+        assert!(!data.path().join("escape").exists());
+        assert!(!inputs.path().join("escape").exists());
+
+        let again = import_layer(&layout, &tar_path).unwrap();
+        assert_eq!(again.id, l.id);
+        assert!(again.reused);
+        assert_eq!(again.size_bytes, l.size_bytes);
+
+        let gz_path = inputs.path().join("rootfs.tgz");
+        fs::write(&gz_path, gzip(&sample_tar())).unwrap();
+        let gz = import_layer(&layout, &gz_path).unwrap();
+        assert_ne!(gz.id, l.id, "the id hashes the input bytes");
+        assert_eq!((gz.skipped_devices, gz.skipped_unsafe), (2, 3));
+        check_sample_layer(&layout.layer(&gz.id));
+        assert_eq!(crate::images::remove_stale_temp_dirs(&layout).unwrap(), 0);
+    }
+
+    #[test]
+    fn tar_writing_through_a_symlink_is_refused() {
+        if !is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        use tar::EntryType as T;
+        let outside = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path());
+        for (name, evil) in [
+            (
+                "symlink",
+                link("evil", T::Symlink, outside.path().to_str().unwrap()),
+            ),
+            (
+                "relative symlink",
+                link("evil", T::Symlink, "../../../../../../../.."),
+            ),
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            b.append(&evil, &[][..]).unwrap();
+            b.append(&header("evil/pwned", T::Regular, 0o644, 0, 3), &b"hi\n"[..])
+                .unwrap();
+            let p = outside.path().join("evil.tar");
+            fs::write(&p, b.into_inner().unwrap()).unwrap();
+            let err = import_layer(&layout, &p).unwrap_err();
+            assert!(
+                matches!(&err, ImageError::Invalid(m) if m.contains("evil")),
+                "{name}: {err}"
+            );
+            assert!(!outside.path().join("pwned").exists(), "{name}");
+            assert!(!Path::new("/pwned").exists(), "{name}");
+        }
+        // A hardlink to a host file.
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "s").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&link("h", T::Link, secret.to_str().unwrap()), &[][..])
+            .unwrap();
+        let p = outside.path().join("hard.tar");
+        fs::write(&p, b.into_inner().unwrap()).unwrap();
+        assert!(matches!(
+            import_layer(&layout, &p),
+            Err(ImageError::Invalid(_))
+        ));
+        assert_eq!(md(&secret).nlink(), 1);
+        // Nothing was published, nothing left behind.
+        assert_eq!(fs::read_dir(layout.layers()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn directory_import() {
+        if !is_root() {
+            eprintln!("skipping: needs root (copies ownership)");
+            return;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path().join("data"));
+        let src_dir = tempfile::tempdir().unwrap();
+        let s = src_dir.path().join("rootfs");
+        fs::create_dir_all(s.join("etc")).unwrap();
+        fs::create_dir_all(s.join("secret")).unwrap();
+        fs::write(s.join("etc/motd"), "hello\n").unwrap();
+        std::os::unix::fs::chown(s.join("etc/motd"), Some(1234), Some(5678)).unwrap();
+        fs::set_permissions(s.join("etc/motd"), fs::Permissions::from_mode(0o4750)).unwrap();
+        fs::hard_link(s.join("etc/motd"), s.join("etc/motd.hard")).unwrap();
+        symlink("/etc/passwd", s.join("etc/passwd.link")).unwrap();
+        fs::set_permissions(s.join("secret"), fs::Permissions::from_mode(0o700)).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            s.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            s.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(s.join("sock")).unwrap();
+        let xattr = rustix::fs::lsetxattr(
+            s.join("etc/motd"),
+            "user.bothy",
+            b"v",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        // Overlay's own xattrs in a lower layer would steer the overlay: never copied.
+        let trusted = rustix::fs::lsetxattr(
+            s.join("secret"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        let old = Timespec(1_600_000_000);
+        old.set(&s.join("etc/motd"));
+
+        let l = import_layer(&layout, &s).unwrap();
+        assert!(!l.reused);
+        assert_eq!((l.skipped_devices, l.skipped_other), (1, 1));
+        assert_eq!(l.size_bytes, 6 + "/etc/passwd".len() as u64);
+        let r = layout.layer(&l.id);
+        let m = md(&r.join("etc/motd"));
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.nlink()),
+            (0o4750, 1234, 5678, 2)
+        );
+        assert_eq!(m.mtime(), 1_600_000_000);
+        assert_eq!(md(&r.join("etc/motd.hard")).ino(), m.ino());
+        assert_eq!(
+            fs::read_link(r.join("etc/passwd.link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert_eq!(md(&r.join("secret")).mode() & 0o7777, 0o700);
+        assert!(md(&r.join("fifo")).file_type().is_fifo());
+        assert!(!r.join("null").exists() && !r.join("sock").exists());
+        if xattr {
+            let mut v = [0u8; 8];
+            let n = rustix::fs::lgetxattr(r.join("etc/motd"), "user.bothy", &mut v[..]).unwrap();
+            assert_eq!(&v[..n], b"v");
+        }
+
+        if trusted {
+            let mut v = [0u8; 8];
+            assert!(
+                rustix::fs::lgetxattr(r.join("secret"), "trusted.overlay.opaque", &mut v[..])
+                    .is_err()
+            );
+        }
+        eprintln!("xattrs tested: user.* {xattr}, trusted.* {trusted}");
+
+        let again = import_layer(&layout, &s).unwrap();
+        assert_eq!((again.id.as_str(), again.reused), (l.id.as_str(), true));
+        fs::write(s.join("etc/new"), "x").unwrap();
+        let changed = import_layer(&layout, &s).unwrap();
+        assert_ne!(changed.id, l.id);
+        assert_eq!(crate::images::remove_stale_temp_dirs(&layout).unwrap(), 0);
+    }
+
+    struct Timespec(i64);
+    impl Timespec {
+        fn set(&self, p: &Path) {
+            let t = rustix::fs::Timespec {
+                tv_sec: self.0,
+                tv_nsec: 0,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                p,
+                &rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_clear() {
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path().join("data"));
+        let dir = tempfile::tempdir().unwrap();
+        let msg = |p: &Path| match import_layer(&layout, p) {
+            Err(ImageError::Invalid(m)) => m,
+            other => panic!("{}: {other:?}", p.display()),
+        };
+        assert!(msg(&dir.path().join("missing")).contains("no such file"));
+        let junk = dir.path().join("junk");
+        fs::write(&junk, vec![7u8; 4096]).unwrap();
+        assert!(msg(&junk).contains("not a tar archive"));
+        let empty = dir.path().join("empty");
+        fs::write(&empty, b"").unwrap();
+        assert!(msg(&empty).contains("not a tar archive"));
+        let gz_junk = dir.path().join("junk.gz");
+        fs::write(&gz_junk, gzip(b"not a tarball")).unwrap();
+        assert!(msg(&gz_junk).contains("not a tar archive"));
+        let truncated = dir.path().join("trunc.gz");
+        let gz = gzip(&sample_tar());
+        fs::write(&truncated, &gz[..gz.len() / 2]).unwrap();
+        assert!(!msg(&truncated).is_empty());
+        let xz = dir.path().join("x.tar.xz");
+        fs::write(&xz, [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]).unwrap();
+        assert!(msg(&xz).contains("xz-compressed"));
+        assert!(msg(Path::new("/dev/null")).contains("neither a directory nor a tarball"));
+        fs::create_dir_all(layout.layers()).unwrap();
+        assert!(msg(data.path()).contains("overlaps the data directory"));
+        assert!(msg(&layout.layers()).contains("overlaps the data directory"));
+        // Nothing half-built was left.
+        assert_eq!(fs::read_dir(layout.layers()).unwrap().count(), 0);
+    }
+}
