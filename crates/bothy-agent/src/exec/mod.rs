@@ -3,7 +3,7 @@
 //! A command is `argv` run without a shell, or `shell` run by `/bin/sh -c`. It starts on a
 //! cleared environment made of the base environment, the sandbox's and the request's own
 //! (later layers win), in `cwd` (relative paths are under `/workspace`; it must exist and be a
-//! directory), as a session leader and child subreaper ([`crate::proctree::isolate`]) through
+//! directory; without one, `/workspace`, or `/` in a root without it), as a session leader and child subreaper ([`crate::proctree::isolate`]) through
 //! [`crate::reaper::spawn`]. Its stdin is the request's bytes, then closed (or `/dev/null`).
 //!
 //! The reply is one [`bothy_api::exec::ExecResult`] JSON document, or with

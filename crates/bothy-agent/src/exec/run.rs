@@ -69,9 +69,18 @@ impl Spec {
     }
 }
 
-/// The working directory of a command: normalised, existing, a directory.
+/// The working directory of a command: normalised, existing, a directory. Without one it is
+/// `/workspace`, or `/` in a root that has no `/workspace` (an explicit cwd must exist).
 fn resolve_cwd(cwd: Option<&str>) -> Result<String, AgentError> {
-    let cwd = bothy_api::path::normalize(cwd.unwrap_or(bothy_api::WORKSPACE))?;
+    let Some(cwd) = cwd else {
+        let default = if std::path::Path::new(bothy_api::WORKSPACE).is_dir() {
+            bothy_api::WORKSPACE
+        } else {
+            "/"
+        };
+        return Ok(default.to_string());
+    };
+    let cwd = bothy_api::path::normalize(cwd)?;
     match std::fs::metadata(&cwd) {
         Ok(m) if m.is_dir() => Ok(cwd),
         Ok(_) => Err(AgentError::new(
