@@ -76,9 +76,16 @@ pub struct ExecResult {
     pub stdout: String,
     #[serde(default)]
     pub stdout_encoding: Encoding,
+    /// The agent kept only the first part of stdout (its JSON-mode cap, 64 MiB); the rest was
+    /// read and dropped. Streamed (SSE) output has no cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdout_truncated: bool,
     pub stderr: String,
     #[serde(default)]
     pub stderr_encoding: Encoding,
+    /// Same for stderr.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stderr_truncated: bool,
     pub duration_ms: u64,
     /// The command was killed because it ran past `timeout_ms`.
     #[serde(default)]
