@@ -125,7 +125,9 @@ impl Client {
             }
             None => empty(),
         };
-        let req = b.body(body).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let req = b
+            .body(body)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
         let resp = Self::check(self.send(req).await?).await?;
         Ok(resp
             .into_body()
@@ -152,7 +154,9 @@ impl Client {
             }
             None => empty(),
         };
-        let req = b.body(body).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let req = b
+            .body(body)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
         let resp = Self::check(self.send(req).await?).await?;
         Ok(sse::SseStream::new(resp.into_body()))
     }
@@ -161,16 +165,14 @@ impl Client {
     pub async fn websocket(
         &self,
         path: &str,
-    ) -> Result<
-        tokio_tungstenite::WebSocketStream<conn::AnyStream>,
-        ClientError,
-    > {
+    ) -> Result<tokio_tungstenite::WebSocketStream<conn::AnyStream>, ClientError> {
         let stream = self.endpoint.connect_raw().await?;
         let uri = format!("ws://{}{}", self.endpoint.host_header(), path);
-        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            uri.as_str(),
-        )
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                uri.as_str(),
+            )
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
         if let Some(t) = &self.token {
             req.headers_mut().insert(
                 http::header::AUTHORIZATION,

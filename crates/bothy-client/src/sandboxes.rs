@@ -32,24 +32,40 @@ impl Client {
     }
 
     pub async fn sleep_sandbox(&self, name: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(Method::POST, &format!("/v1/sandboxes/{name}/sleep"), None::<&()>)
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/sleep"),
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn wake_sandbox(&self, name: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(Method::POST, &format!("/v1/sandboxes/{name}/wake"), None::<&()>)
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/wake"),
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn delete_sandbox(&self, name: &str) -> Result<(), ClientError> {
-        self.json_bytes(Method::DELETE, &format!("/v1/sandboxes/{name}"), None::<&()>)
-            .await
-            .map(|_| ())
+        self.json_bytes(
+            Method::DELETE,
+            &format!("/v1/sandboxes/{name}"),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn exec(&self, name: &str, req: &ExecRequest) -> Result<ExecResult, ClientError> {
-        self.json(Method::POST, &format!("/v1/sandboxes/{name}/exec"), Some(req))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/exec"),
+            Some(req),
+        )
+        .await
     }
 
     pub async fn exec_stream(
@@ -57,14 +73,21 @@ impl Client {
         name: &str,
         req: &ExecRequest,
     ) -> Result<SseStream, ClientError> {
-        self.sse(Method::POST, &format!("/v1/sandboxes/{name}/exec"), Some(req))
-            .await
+        self.sse(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/exec"),
+            Some(req),
+        )
+        .await
     }
 
     /// Reads a file; the body streams.
     pub async fn read_file(&self, name: &str, path: &str) -> Result<Incoming, ClientError> {
         let req = self
-            .request(Method::GET, &format!("/v1/sandboxes/{name}/files?path={}", q(path)))
+            .request(
+                Method::GET,
+                &format!("/v1/sandboxes/{name}/files?path={}", q(path)),
+            )
             .body(crate::empty())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         Ok(Self::check(self.send(req).await?).await?.into_body())
@@ -101,7 +124,12 @@ impl Client {
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         let resp = Self::check(self.send(req).await?).await?;
         use http_body_util::BodyExt;
-        let bytes = resp.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -143,15 +171,23 @@ impl Client {
     }
 
     pub async fn mkdir(&self, name: &str, req: &MkdirRequest) -> Result<(), ClientError> {
-        self.json_bytes(Method::POST, &format!("/v1/sandboxes/{name}/files/mkdir"), Some(req))
-            .await
-            .map(|_| ())
+        self.json_bytes(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/files/mkdir"),
+            Some(req),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn move_file(&self, name: &str, req: &MoveRequest) -> Result<(), ClientError> {
-        self.json_bytes(Method::POST, &format!("/v1/sandboxes/{name}/files/move"), Some(req))
-            .await
-            .map(|_| ())
+        self.json_bytes(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/files/move"),
+            Some(req),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn remove_file(

@@ -33,7 +33,10 @@ impl DaemonError {
             src = s.source();
         }
         tracing::error!("{msg}");
-        Self::new(ErrorCode::Internal, format!("{context} failed; see the daemon log"))
+        Self::new(
+            ErrorCode::Internal,
+            format!("{context} failed; see the daemon log"),
+        )
     }
 }
 
@@ -128,7 +131,10 @@ async fn read_body<S: Send + Sync>(
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DaemonError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        DaemonError::new(ErrorCode::MalformedJson, format!("malformed JSON body: {e}"))
+        DaemonError::new(
+            ErrorCode::MalformedJson,
+            format!("malformed JSON body: {e}"),
+        )
     })
 }
 

@@ -61,7 +61,10 @@ pub async fn forward(
     headers.remove(header::COOKIE);
     headers.remove(header::HOST);
     if is_upgrade {
-        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
     }
     let mut out = http::Request::builder()
         .method(parts.method)
@@ -98,13 +101,22 @@ pub async fn forward(
             let _ = tokio::io::copy_bidirectional(&mut c, &mut a).await;
         });
         let (mut parts, _) = resp.into_parts();
-        parts.headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        parts.headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         return Response::from_parts(parts, Body::empty());
     }
 
     let (mut parts, body) = resp.into_parts();
     strip(&mut parts.headers, false);
-    Response::from_parts(parts, Body::new(Guarded { body, _guard: guard }))
+    Response::from_parts(
+        parts,
+        Body::new(Guarded {
+            body,
+            _guard: guard,
+        }),
+    )
 }
 
 /// A response body that holds an activity guard until it ends or is dropped.

@@ -21,8 +21,8 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     layout
         .create()
         .map_err(|e| StartupError::new("create the data directory", e))?;
-    let file_cfg = FileConfig::load(&layout.config())
-        .map_err(|e| StartupError::new("read config.json", e))?;
+    let file_cfg =
+        FileConfig::load(&layout.config()).map_err(|e| StartupError::new("read config.json", e))?;
     if cfg.token.is_none() {
         cfg.token = file_cfg.token.clone();
     }
@@ -95,9 +95,10 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     }
     if let Some(addr) = cfg.listen {
         let token = Token(Arc::new(cfg.token.clone().expect("set above")));
-        let tcp_app: Router = app
-            .clone()
-            .layer(axum::middleware::from_fn_with_state(token, auth::require_token));
+        let tcp_app: Router = app.clone().layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ));
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| StartupError::new("listen on TCP", e))?;

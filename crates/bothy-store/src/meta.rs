@@ -176,8 +176,9 @@ impl MetaStore for SqliteStore {
 
     fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
         let conn = self.conn();
-        let mut st =
-            conn.prepare_cached(&format!("SELECT {SANDBOX_COLS} FROM sandboxes ORDER BY name"))?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {SANDBOX_COLS} FROM sandboxes ORDER BY name"
+        ))?;
         let rows = st.query_map([], sandbox_from_row)?;
         let mut out = Vec::new();
         for r in rows {
@@ -335,7 +336,10 @@ mod tests {
         assert_eq!(s.get_sandbox(&r.name).unwrap(), Some(r.clone()));
         s.set_last_activity(&r.name, 100).unwrap();
         s.set_last_activity(&r.name, 50).unwrap();
-        assert_eq!(s.get_sandbox(&r.name).unwrap().unwrap().last_activity_ms, 100);
+        assert_eq!(
+            s.get_sandbox(&r.name).unwrap().unwrap().last_activity_ms,
+            100
+        );
         assert_eq!(s.list_sandboxes().unwrap().len(), 1);
         s.delete_sandbox(&r.name).unwrap();
         assert_eq!(s.get_sandbox(&r.name).unwrap(), None);
@@ -358,8 +362,14 @@ mod tests {
             s.insert_sandbox(&rec("b")).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.get_image("deb").unwrap().unwrap().layers, vec!["sha256-ab"]);
+        assert_eq!(
+            s.get_image("deb").unwrap().unwrap().layers,
+            vec!["sha256-ab"]
+        );
         assert_eq!(s.list_images().unwrap().len(), 1);
-        assert!(s.get_sandbox(&SandboxName::new("b").unwrap()).unwrap().is_some());
+        assert!(s
+            .get_sandbox(&SandboxName::new("b").unwrap())
+            .unwrap()
+            .is_some());
     }
 }

@@ -36,10 +36,9 @@ pub async fn import(
     error::Json(req): error::Json<ImportImage>,
 ) -> Result<impl IntoResponse, DaemonError> {
     let images = s.manager.images().clone();
-    let info = tokio::task::spawn_blocking(move || {
-        images.import(&req.name, &PathBuf::from(&req.path))
-    })
-    .await
-    .map_err(|e| DaemonError::internal("import image", &e))??;
+    let info =
+        tokio::task::spawn_blocking(move || images.import(&req.name, &PathBuf::from(&req.path)))
+            .await
+            .map_err(|e| DaemonError::internal("import image", &e))??;
     Ok((http::StatusCode::CREATED, Json(info)))
 }

@@ -78,7 +78,13 @@ pub async fn data_plane(
     };
     let guard = slot.activity();
     // The raw (still percent-encoded) rest of the path: "/v1/sandboxes/NAME/<rest>".
-    let rest = req.uri().path().splitn(5, '/').nth(4).unwrap_or("").to_string();
+    let rest = req
+        .uri()
+        .path()
+        .splitn(5, '/')
+        .nth(4)
+        .unwrap_or("")
+        .to_string();
     let agent_path = match req.uri().query() {
         Some(q) => format!("/v1/{rest}?{q}"),
         None => format!("/v1/{rest}"),

@@ -88,7 +88,9 @@ impl Manager {
             return Ok((self.to_info(&slot, &rec, None), false));
         }
 
-        let image = self.images.get(spec.image.as_deref().unwrap_or(HOST_IMAGE))?;
+        let image = self
+            .images
+            .get(spec.image.as_deref().unwrap_or(HOST_IMAGE))?;
         let now = now_ms();
         let rec = SandboxRecord {
             name: name.clone(),

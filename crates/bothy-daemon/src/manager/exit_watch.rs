@@ -20,7 +20,9 @@ impl Manager {
                     return;
                 }
             };
-            let Ok(afd) = AsyncFd::new(fd) else {
+            // SAFETY: the AsyncFd takes ownership of the pidfd (an OwnedFd), so the fd stays
+            // open for as long as it is registered.
+            let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
                 return;
             };
             let _ = afd.readable().await;

@@ -241,7 +241,11 @@ impl Manager {
     }
 
     /// What the API says about `name`.
-    pub async fn info(&self, name: &SandboxName, with_disk: bool) -> Result<SandboxInfo, DaemonError> {
+    pub async fn info(
+        &self,
+        name: &SandboxName,
+        with_disk: bool,
+    ) -> Result<SandboxInfo, DaemonError> {
         let slot = self.slot(name);
         let rec = match slot.record() {
             Some(r) => Some(r),
@@ -269,7 +273,12 @@ impl Manager {
         Ok(self.to_info(&slot, &rec, disk))
     }
 
-    pub(crate) fn to_info(&self, slot: &Slot, rec: &SandboxRecord, disk: Option<u64>) -> SandboxInfo {
+    pub(crate) fn to_info(
+        &self,
+        slot: &Slot,
+        rec: &SandboxRecord,
+        disk: Option<u64>,
+    ) -> SandboxInfo {
         let running = slot.running();
         SandboxInfo {
             name: rec.name.clone(),
@@ -310,7 +319,10 @@ impl Manager {
     }
 
     pub fn running_count(&self) -> usize {
-        self.slots().iter().filter(|s| s.running().is_some()).count()
+        self.slots()
+            .iter()
+            .filter(|s| s.running().is_some())
+            .count()
     }
 
     /// Persists in-memory activity times (on shutdown and from the idle loop).

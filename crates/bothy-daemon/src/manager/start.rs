@@ -108,7 +108,10 @@ impl Manager {
         if !resp.status().is_success() {
             return Err(DaemonError::new(
                 ErrorCode::SandboxUnavailable,
-                format!("the sandbox agent refused the environment ({})", resp.status()),
+                format!(
+                    "the sandbox agent refused the environment ({})",
+                    resp.status()
+                ),
             ));
         }
         Ok(())

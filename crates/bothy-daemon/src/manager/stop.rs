@@ -25,9 +25,7 @@ impl Manager {
     pub async fn wake(self: &Arc<Self>, name: &SandboxName) -> Result<SandboxInfo, DaemonError> {
         let (slot, _) = self.ensure_running(name).await?;
         slot.touch();
-        let rec = slot
-            .record()
-            .ok_or_else(|| DaemonError::not_found(name))?;
+        let rec = slot.record().ok_or_else(|| DaemonError::not_found(name))?;
         Ok(self.to_info(&slot, &rec, None))
     }
 
