@@ -20,6 +20,7 @@ pub mod manager;
 pub mod netns;
 pub mod proxy;
 pub mod serve;
+pub mod ui;
 
 pub use config::DaemonConfig;
 pub use serve::serve;

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let data = Router::new().route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::data_plane));
     control
         .merge(data)
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
