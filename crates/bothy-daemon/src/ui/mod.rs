@@ -90,10 +90,17 @@ mod tests {
         let (s, h, body) = get("/ui/").await;
         assert_eq!(s, 200);
         assert!(String::from_utf8_lossy(&body).contains("<title>bothy</title>"));
-        assert!(h.iter().any(|(k, v)| k == "content-security-policy" && v.contains("frame-ancestors 'none'")));
+        assert!(h
+            .iter()
+            .any(|(k, v)| k == "content-security-policy" && v.contains("frame-ancestors 'none'")));
         assert_eq!(get("/ui").await.0, 308);
         assert_eq!(get("/ui/xterm.js").await.0, 200);
-        for bad in ["/ui/nope.js", "/ui/..%2FCargo.toml", "/ui/%2e%2e", "/ui/build.rs"] {
+        for bad in [
+            "/ui/nope.js",
+            "/ui/..%2FCargo.toml",
+            "/ui/%2e%2e",
+            "/ui/build.rs",
+        ] {
             assert_eq!(get(bad).await.0, 404, "{bad}");
         }
     }

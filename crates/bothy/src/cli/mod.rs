@@ -9,6 +9,7 @@ mod image;
 mod output;
 mod sandbox;
 mod serve;
+mod shell;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,8 @@ enum Command {
     Wake(sandbox::NameArgs),
     /// Destroy a sandbox and its disk.
     Rm(sandbox::RmArgs),
+    /// Attach this terminal to a shell in a sandbox (detach: Ctrl-] then d).
+    Shell(shell::Args),
     /// Images: list, import.
     #[command(subcommand)]
     Image(image::Command),
@@ -112,6 +115,7 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Wake(a) => sandbox::wake(&c, a).await,
         Command::Rm(a) => sandbox::rm(&c, a).await,
         Command::Image(a) => image::run(&c, a).await,
+        Command::Shell(a) => shell::run(&c, a).await,
         Command::Status(a) => sandbox::status(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
