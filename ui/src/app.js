@@ -158,7 +158,8 @@ $('#create-form').addEventListener('submit', async (ev) => {
 $('#btn-sleep').addEventListener('click', async () => {
   closeTerminal();
   await attempt(() => api('POST', sb(state.selected, '/sleep')));
-  refreshSandboxes();
+  await refreshSandboxes();
+  showTab(state.tab);
 });
 $('#btn-wake').addEventListener('click', async () => {
   await attempt(() => api('POST', sb(state.selected, '/wake')));
@@ -257,8 +258,22 @@ class TerminalConn {
       const delay = Math.min(1000 * 2 ** this.retries, 15000);
       this.retries += 1;
       this.status(`disconnected, retrying in ${Math.round(delay / 1000)} s`);
-      this.timer = setTimeout(() => this.connect(), delay);
+      this.timer = setTimeout(() => this.reconnect(), delay);
     };
+  }
+
+  // Reattach from the last cursor, unless the sandbox went to sleep or away meanwhile: a
+  // terminal request would wake it, and an open tab must not keep sandboxes from sleeping.
+  async reconnect() {
+    if (this.closed) return;
+    let s;
+    try { s = await api('GET', sb(this.sandbox)); } catch (e) {
+      if (e.status === 404) { this.status('sandbox is gone'); return; }
+      this.timer = setTimeout(() => this.reconnect(), 5000);
+      return;
+    }
+    if (s.state !== 'running') { this.status(`sandbox is ${s.state}; the terminal ended with it`); return; }
+    this.connect();
   }
 
   send(bytes) { if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(bytes); }
@@ -274,17 +289,21 @@ class TerminalConn {
   }
 }
 
-function closeTerminal() {
+function closeTerminal(message = 'No terminal open: start one with New terminal.') {
   if (state.conn) { state.conn.close(); state.conn = null; }
   $('#terminal-status').textContent = '';
+  $('#terminal').replaceChildren(el('p', { class: 'placeholder' }, message));
 }
 
 async function loadTerminals(keep) {
   const s = current();
   if (!s) return;
   const sel = $('#terminal-select');
+  $('#new-terminal').disabled = s.state !== 'running';
+  $('#kill-terminal').disabled = s.state !== 'running';
   if (s.state !== 'running') {
-    sel.replaceChildren(el('option', {}, 'sandbox is asleep: wake it to use terminals'));
+    closeTerminal(`The sandbox is ${s.state}: wake it to use terminals.`);
+    sel.replaceChildren(el('option', {}, `sandbox is ${s.state}`));
     return;
   }
   const list = await attempt(() => api('GET', sb(s.name, '/terminals')));
@@ -405,11 +424,14 @@ async function loadProcesses() {
   try { list = await api('GET', sb(s.name, '/processes')); } catch (e) {
     const missing = e.status === 404 && e.code !== 'sandbox_not_found';
     $('#processes-unavailable').hidden = !missing;
-    $('#processes-unavailable').textContent = missing ? 'This daemon has no processes API.' : e.message;
+    $('#processes-unavailable').textContent = missing
+      ? 'Processes are not available: this daemon has no processes API.' : e.message;
+    $('#panel-processes .split').hidden = missing;
     $('#process-list').replaceChildren();
     return;
   }
   $('#processes-unavailable').hidden = true;
+  $('#panel-processes .split').hidden = false;
   $('#process-list').replaceChildren(...(list.processes || []).map((p) => el('tr', {
     class: 'clickable', 'data-id': p.id, onclick: (ev) => showLogs(p.id, ev.currentTarget),
   }, el('td', {}, p.id), el('td', {}, p.shell || (p.argv || []).join(' ')), el('td', {}, p.status), el('td', {}, p.pid ?? ''))));
@@ -432,7 +454,8 @@ async function loadPorts() {
   try { list = await api('GET', sb(s.name, '/ports')); } catch (e) {
     const missing = e.status === 404 && e.code !== 'sandbox_not_found';
     $('#ports-unavailable').hidden = false;
-    $('#ports-unavailable').textContent = missing ? 'This daemon has no ports API.' : e.message;
+    $('#ports-unavailable').textContent = missing
+      ? 'Exposed ports are not available: this daemon has no ports API.' : e.message;
     $('#expose-form').hidden = missing;
     $('#ports-list').replaceChildren();
     return;
