@@ -1,6 +1,7 @@
-# Terminals and web console (issue 5): headless Chromium for the console's browser tests and
-# tmux for driving `bothy shell`. Idempotent: installs only what is missing.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v tmux >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium tmux
+# Terminals and web console (issue 5), sourced by .ci/run from the repository root:
+# headless Chromium for the console's browser test, tmux for driving `bothy shell`, curl for
+# the auth checks, and ui/'s npm packages (xterm.js, and playwright-core to drive Chromium).
+apt_install chromium tmux curl
+if [ ! -d ui/node_modules/playwright-core ] || [ ! -d ui/node_modules/@xterm/xterm ]; then
+  (cd ui && npm ci --no-audit --no-fund)
 fi
