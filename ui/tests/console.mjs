@@ -5,13 +5,17 @@
 // Run by crates/bothy/tests/console.rs (which starts the daemon). Screenshots go to
 // $BOTHY_ARTIFACTS (default test-artifacts/console). Exits non-zero on the first failure.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import net from 'node:net';
 
 const base = process.env.BOTHY_CONSOLE_URL;
 const token = process.env.BOTHY_TOKEN;
 const artifacts = process.env.BOTHY_ARTIFACTS || 'test-artifacts/console';
 const name = process.env.BOTHY_SANDBOX || 'webdemo';
+// The daemon's unix socket, for the Cloudflare addon check (the addon cannot present a token).
+const unixSocket = process.env.BOTHY_UNIX_SOCKET;
 if (!base || !token) throw new Error('set BOTHY_CONSOLE_URL and BOTHY_TOKEN');
 mkdirSync(artifacts, { recursive: true });
 
@@ -36,7 +40,7 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   // Playwright gives every launch a fresh, empty profile directory of its own.
 });
-let page;
+let page, addonPage;
 try {
   const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 }, acceptDownloads: true });
   page = await ctx.newPage();
@@ -126,6 +130,13 @@ try {
   }
   await shot(page, '06-ports');
 
+  if (unixSocket) {
+    step("Cloudflare's xterm SandboxAddon, unchanged, on the stable framing");
+    await cloudflareAddon(browser, unixSocket, name);
+  } else {
+    console.log('console test: SKIPPED the Cloudflare addon check: BOTHY_UNIX_SOCKET not set');
+  }
+
   step('sleep and wake');
   await page.click('#tab-terminal');
   await page.click('#btn-sleep');
@@ -143,8 +154,74 @@ try {
   console.log(`console test: ok (processes API: ${procsMissing ? 'absent' : 'present'}, ports API: ${portsMissing ? 'absent' : 'present'})`);
 } catch (e) {
   if (page) await shot(page, 'failure').catch(() => {});
+  if (addonPage) await addonPage.screenshot({ path: join(artifacts, 'failure-addon.png') }).catch(() => {});
   console.error(e);
   process.exitCode = 1;
 } finally {
   await browser.close();
+}
+
+// Cloudflare's `SandboxAddon` (from @cloudflare/sandbox, as published) attached to one of our
+// terminals. The addon opens a bare WebSocket (no token), as it would behind a Worker that
+// authenticates for it; here a plain TCP forwarder to the daemon's unix socket plays that part.
+async function cloudflareAddon(browser, socketPath, sandbox) {
+  const forwarder = net.createServer((c) => {
+    const u = net.connect(socketPath);
+    c.pipe(u); u.pipe(c);
+    c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+  });
+  await new Promise((r) => forwarder.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${forwarder.address().port}`;
+  const require = createRequire(import.meta.url);
+  const addonFile = require.resolve('@cloudflare/sandbox/xterm');
+  const addonSource = readFileSync(addonFile, 'utf8').replace(/^export \{ SandboxAddon \};$/m, 'window.SandboxAddon = SandboxAddon;');
+  try {
+    // The console's own page only for its xterm.js; the addon is injected as a script.
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 600 }, bypassCSP: true });
+    addonPage = await ctx.newPage();
+    await addonPage.goto(`${origin}/ui/`);
+    await addonPage.addScriptTag({ content: addonSource });
+    const id = await addonPage.evaluate(async (sb) => {
+      const r = await fetch(`/v1/sandboxes/${sb}/terminals`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ cols: 90, rows: 20 }),
+      });
+      if (!r.ok) throw new Error(`create terminal: ${r.status} ${await r.text()}`);
+      return (await r.json()).id;
+    }, sandbox);
+    await addonPage.evaluate(({ sb, id }) => {
+      document.body.replaceChildren();
+      const div = document.createElement('div');
+      div.id = 'cf';
+      div.style.cssText = 'width: 900px; height: 400px';
+      document.body.append(div);
+      const term = new Terminal({ cols: 100, rows: 20 });
+      term.open(div);
+      window.cfStates = [];
+      const addon = new SandboxAddon({
+        getWebSocketUrl: ({ sandboxId, sessionId, origin }) => `${origin}/v1/sandboxes/${sandboxId}/terminals/${sessionId}/ws`,
+        onStateChange: (state, error) => window.cfStates.push(error ? `${state}: ${error.message}` : state),
+      });
+      term.loadAddon(addon);
+      addon.connect({ sandboxId: sb, sessionId: id });
+      window.cf = { term, addon };
+    }, { sb: sandbox, id });
+    await addonPage.waitForFunction(() => window.cf.addon.state === 'connected', null, { timeout: 15000 });
+    await addonPage.click('#cf');
+    // The addon resizes to the terminal's size on `ready`; the shell sees it.
+    await addonPage.keyboard.type('echo cf-$((6*7)); stty size\n');
+    const rows = addonPage.locator('#cf .xterm-rows');
+    await rows.filter({ hasText: 'cf-42' }).waitFor({ timeout: 15000 });
+    await rows.filter({ hasText: '20 100' }).waitFor({ timeout: 15000 });
+    await addonPage.screenshot({ path: join(artifacts, '06c-cloudflare-addon.png') });
+    // A malformed control message is answered with an error, which the addon reports.
+    await addonPage.evaluate(() => window.cf.addon.socket.send('not json'));
+    await addonPage.waitForFunction(() => window.cfStates.some((s) => s.includes('invalid control message')), null, { timeout: 10000 });
+    // The exit reaches the addon (it reports it as an error on its state callback).
+    await addonPage.keyboard.type('exit 5\n');
+    await addonPage.waitForFunction(() => window.cfStates.some((s) => s.includes('exited with code 5')), null, { timeout: 10000 });
+    await ctx.close();
+    addonPage = null;
+  } finally {
+    forwarder.close();
+  }
 }

@@ -54,7 +54,7 @@ fn report(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let (p50, p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
     println!(
-        "{name:<28} n={:<6} p50={:>8.1} µs  p99={:>8.1} µs  max={:>8.1} µs",
+        "{name:<30} n={:<6} p50={:>8.1} µs  p99={:>8.1} µs  max={:>8.1} µs",
         v.len(),
         p50.as_secs_f64() * 1e6,
         p99.as_secs_f64() * 1e6,

@@ -36,6 +36,7 @@ async fn the_console_in_headless_chromium() {
     let artifacts = root.join("test-artifacts/console");
     let _ = std::fs::remove_dir_all(&artifacts);
     let url = format!("http://{}", d.tcp_addr.clone().expect("tcp listener"));
+    let unix_socket = d.data_dir().join("bothy.sock");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("ui/tests/console.mjs")
@@ -44,6 +45,7 @@ async fn the_console_in_headless_chromium() {
             .env("BOTHY_TOKEN", "console-test-token")
             .env("BOTHY_ARTIFACTS", &artifacts)
             .env("CHROMIUM", chromium)
+            .env("BOTHY_UNIX_SOCKET", unix_socket)
             .output()
             .expect("run node")
     })
@@ -58,4 +60,5 @@ async fn the_console_in_headless_chromium() {
         d.log()
     );
     assert!(stdout.contains("console test: ok"));
+    assert!(!stdout.contains("SKIPPED the Cloudflare addon"));
 }
