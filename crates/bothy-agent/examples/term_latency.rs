@@ -199,7 +199,13 @@ fn main() {
             (sock, true)
         }
     };
-    let where_ = if own_agent { "agent" } else { "given socket" };
+    let where_ = if own_agent {
+        "agent"
+    } else if a.prefix.starts_with("/v1/sandboxes/") {
+        "daemon"
+    } else {
+        "socket"
+    };
     let stable = rt.block_on(websocket(&a, &sock, "stable"));
     let cursor = rt.block_on(websocket(&a, &sock, "cursor"));
     println!("keystroke-to-echo latency (target: p50 <= 2000 µs on loopback)");

@@ -457,3 +457,43 @@ async fn bothy_shell_in_tmux() {
     wait_screen("BOTHY-EXIT=7".into()).await;
     tmux(&["kill-server"]);
 }
+
+/// Without a terminal on stdin (a pipe), `bothy shell` still forwards input and the exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bothy_shell_with_piped_input() {
+    let Some(d) = TestDaemon::start(env!("CARGO_BIN_EXE_bothy")).await else {
+        return;
+    };
+    d.client
+        .put_sandbox("pipe1", &Default::default())
+        .await
+        .unwrap();
+    let mut cmd = d.cli();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = cmd
+            .args(["shell", "pipe1", "--", "sh"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo piped-$((2+2)); exit 4\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("piped-4"), "{stdout}");
+}
