@@ -432,9 +432,15 @@ async function loadProcesses() {
   }
   $('#processes-unavailable').hidden = true;
   $('#panel-processes .split').hidden = false;
-  $('#process-list').replaceChildren(...(list.processes || []).map((p) => el('tr', {
+  const procs = list.processes || [];
+  $('#process-list').replaceChildren(...procs.map((p) => el('tr', {
     class: 'clickable', 'data-id': p.id, onclick: (ev) => showLogs(p.id, ev.currentTarget),
-  }, el('td', {}, p.id), el('td', {}, p.shell || (p.argv || []).join(' ')), el('td', {}, p.status), el('td', {}, p.pid ?? ''))));
+  }, el('td', {}, p.id), el('td', {}, p.shell || (p.argv || []).join(' ')),
+  el('td', {}, p.status + (p.exit_code != null ? ` (${p.exit_code})` : '')), el('td', {}, p.pid ?? ''))));
+  if (!procs.length) {
+    $('#process-list').replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'muted' }, 'No background processes.')));
+  }
+  if (!$('#process-logs').textContent) $('#process-logs').textContent = 'Select a process to see its logs.';
 }
 
 async function showLogs(id, row) {
