@@ -481,3 +481,24 @@ async fn the_default_command_is_a_login_shell() {
     .await;
     request("DELETE", &format!("/v1/terminals/{id}"), None).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_up_nobody() {
+    let id = shell(json!({"buffer_bytes": 262144})).await;
+    // Attached, never reads: its socket buffers fill up and its sends block.
+    let stalled = connect(&id, "protocol=cursor").await;
+    let mut a = connect(&id, "").await;
+    let mut sa = Seen::default();
+    type_line(
+        &mut a,
+        "head -c 4000000 /dev/zero | tr '\\0' y; echo; echo flood-$((2*5))",
+    )
+    .await;
+    read_until(&mut a, &mut sa, |s| s.text().contains("flood-10")).await;
+    // The reader got everything, or (when even it fell more than the buffer behind the
+    // flood) was told what it lost; never a silent gap.
+    assert!(sa.output.len() > 4_000_000 || sa.frame("truncated").is_some());
+    let (_, info) = request("GET", &format!("/v1/terminals/{id}"), None).await;
+    assert_eq!(info["clients"], 2);
+    drop(stalled);
+}

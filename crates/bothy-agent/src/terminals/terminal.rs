@@ -88,7 +88,7 @@ impl Terminal {
             command: spec.command,
             cwd: spec.cwd,
             env: spec.request_env,
-            created_at: now_rfc3339(),
+            created_at: crate::time::rfc3339(std::time::SystemTime::now()),
             pid: child.id() as i32,
             master: Master::new(master)?,
             inner: Mutex::new(Inner {
@@ -257,41 +257,5 @@ impl Drop for ClientGuard {
     fn drop(&mut self) {
         let mut g = self.0.lock();
         g.clients = g.clients.saturating_sub(1);
-    }
-}
-
-/// The current UTC time as RFC 3339 with milliseconds.
-pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn time_format_looks_right() {
-        let t = super::now_rfc3339();
-        assert_eq!(t.len(), 24, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
     }
 }
