@@ -73,6 +73,9 @@ try {
   await page.click('#terminal');
   await page.keyboard.type('echo console-$((6*7)); stty size\n');
   await waitScreen(page, (t) => t.includes('console-42'), 'the command output');
+  // The terminal was fitted to the page and the shell got that size.
+  const size = await page.evaluate(() => `${state.conn.term.rows} ${state.conn.term.cols}`);
+  await waitScreen(page, (t) => t.includes(size), `stty size ${size}`);
   await shot(page, '02-terminal');
 
   step('reconnect resumes from the cursor without repainting');
