@@ -81,15 +81,20 @@ where
     type Rejection = AgentError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                AgentError::new(ErrorCode::BodyTooLarge, "request body is too large")
-            } else {
-                AgentError::invalid(format!("could not read the request body: {e}"))
-            }
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AgentError::new(ErrorCode::BodyTooLarge, "request body is too large")
+                } else {
+                    AgentError::invalid(format!("could not read the request body: {e}"))
+                }
+            })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            AgentError::new(ErrorCode::MalformedJson, format!("malformed JSON body: {e}"))
+            AgentError::new(
+                ErrorCode::MalformedJson,
+                format!("malformed JSON body: {e}"),
+            )
         })
     }
 }

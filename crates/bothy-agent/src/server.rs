@@ -47,11 +47,15 @@ pub fn router(state: AgentState) -> Router {
         // Feature modules (each owns its routes and state):
         .merge(crate::exec::routes(&state))
         .merge(crate::files::routes(&state))
-        .layer(axum::extract::DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            bothy_api::MAX_JSON_BODY,
+        ))
 }
 
 async fn health(State(s): State<AgentState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}))
+    axum::Json(
+        serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}),
+    )
 }
 
 async fn put_env(State(s): State<AgentState>, Json(body): Json<AgentEnv>) -> http::StatusCode {

@@ -55,7 +55,9 @@ impl ExecRequest {
     }
 
     pub fn stdin_bytes(&self) -> Result<Option<Vec<u8>>, ApiError> {
-        let Some(s) = &self.stdin else { return Ok(None) };
+        let Some(s) = &self.stdin else {
+            return Ok(None);
+        };
         let d = Data {
             data: s.clone(),
             encoding: self.stdin_encoding.unwrap_or_default(),
