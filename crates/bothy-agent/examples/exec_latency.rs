@@ -2,6 +2,9 @@
 //! sends `POST /v1/exec {"argv":["true"]}` over one kept-alive connection.
 //!
 //! `cargo run --release -p bothy-agent --example exec_latency -- [requests]` (default 200).
+//!
+//! With `-- N SOCKET PATH` it measures a server that is already running instead, e.g. through
+//! the daemon: `-- 200 /var/lib/bothy/bothy.sock /v1/sandboxes/demo/exec`.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -11,20 +14,12 @@ use bothy_agent::server::Listen;
 use bothy_api::agent::AgentConfig;
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
-    let dir = std::env::temp_dir().join(format!("bothy-exec-latency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("agent.sock");
-    let config = AgentConfig {
-        name: "bench".into(),
-        env: Default::default(),
-        state_dir: dir.join("state").to_string_lossy().into(),
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let (sock, exec_path) = match (args.get(2), args.get(3)) {
+        (Some(sock), Some(path)) => (std::path::PathBuf::from(sock), path.clone()),
+        _ => (start_agent(), "/v1/exec".to_string()),
     };
-    let listen = Listen::Path(sock.clone());
-    std::thread::spawn(move || bothy_agent::run(config, listen));
     let mut conn = loop {
         if let Ok(c) = UnixStream::connect(&sock) {
             break c;
@@ -33,7 +28,7 @@ fn main() {
     };
     let body = r#"{"argv":["true"]}"#;
     let req = format!(
-        "POST /v1/exec HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST {exec_path} HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut times = Vec::with_capacity(n);
@@ -55,7 +50,21 @@ fn main() {
         pct(0.99),
         pct(0.0)
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Serves an agent on a socket in a temp dir, from a thread of this process.
+fn start_agent() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bothy-exec-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("agent.sock");
+    let config = AgentConfig {
+        name: "bench".into(),
+        env: Default::default(),
+        state_dir: dir.join("state").to_string_lossy().into(),
+    };
+    let listen = Listen::Path(sock.clone());
+    std::thread::spawn(move || bothy_agent::run(config, listen));
+    sock
 }
 
 fn read_response(conn: &mut UnixStream, buf: &mut [u8]) {
