@@ -31,8 +31,8 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         FileConfig {
             token: Some(token.clone()),
         }
-            .save(&layout.config())
-            .map_err(|e| StartupError::new("save the generated token", e))?;
+        .save(&layout.config())
+        .map_err(|e| StartupError::new("save the generated token", e))?;
         tracing::warn!(
             "no BOTHY_TOKEN given: generated one and saved it in {} (root only)",
             layout.config().display()
