@@ -30,7 +30,7 @@ use crate::server::AgentState;
 use terminal::{Spec, Terminal};
 
 /// Exited terminals kept for their records (and remaining output); older ones are forgotten.
-const KEEP_EXITED: usize = 64;
+const KEEP_EXITED: usize = 16;
 
 #[derive(Clone)]
 struct Terminals {

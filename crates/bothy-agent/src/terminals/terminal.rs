@@ -73,6 +73,8 @@ impl Terminal {
     /// Starts the program and the tasks that follow it. Call inside the agent's runtime.
     pub fn start(spec: Spec) -> std::io::Result<Arc<Self>> {
         let (master, slave) = pty::open(spec.cols, spec.rows)?;
+        // Registered before the program starts, so a failure here leaves no orphan behind.
+        let master = Master::new(master)?;
         let mut cmd = Command::new(&spec.command[0]);
         cmd.args(&spec.command[1..])
             .env_clear()
@@ -90,7 +92,7 @@ impl Terminal {
             env: spec.request_env,
             created_at: crate::time::rfc3339(std::time::SystemTime::now()),
             pid: child.id() as i32,
-            master: Master::new(master)?,
+            master,
             inner: Mutex::new(Inner {
                 ring: Ring::new(spec.buffer_bytes),
                 cols: spec.cols,
