@@ -109,8 +109,14 @@ mod tests {
         assert_eq!(h[http::header::SEC_WEBSOCKET_PROTOCOL], "bothy");
 
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::SEC_WEBSOCKET_PROTOCOL, "bothy.token.x".parse().unwrap());
-        h.append(http::header::SEC_WEBSOCKET_PROTOCOL, "bothy.token.y".parse().unwrap());
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "bothy.token.x".parse().unwrap(),
+        );
+        h.append(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "bothy.token.y".parse().unwrap(),
+        );
         assert_eq!(take_subprotocol_token(&mut h).as_deref(), Some("x"));
         assert!(h.get(http::header::SEC_WEBSOCKET_PROTOCOL).is_none());
 
