@@ -43,7 +43,7 @@ async function api(method, path, { json, body, headers = {}, raw = false } = {})
     init.body = body;
   }
   const resp = await fetch(path, init);
-  if (resp.status === 401) { showLogin('The token was refused.'); }
+  if (resp.status === 401) showLogin(sessionStorage.getItem(TOKEN_KEY) ? 'The token was refused.' : '');
   if (!resp.ok) {
     let code = 'http_' + resp.status, message = resp.statusText;
     try { const e = await resp.json(); code = e.code || code; message = e.message || message; } catch (_) {}
