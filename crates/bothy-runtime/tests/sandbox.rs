@@ -65,7 +65,10 @@ impl Rt {
         let rt = NativeRuntime::new(NativeConfig {
             cgroup_parent: parent.clone(),
             uid_base: UID_BASE,
-            init_binary: std::env::current_exe().unwrap(),
+            // BOTHY_INIT_BINARY=target/debug/bothy checks the real binary's dispatch.
+            init_binary: std::env::var_os("BOTHY_INIT_BINARY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::current_exe().unwrap()),
         })
         .unwrap();
         Rt { rt, parent }
@@ -349,6 +352,13 @@ fn isolation_and_persistence() {
     assert!(rt.rt.pidfd(&started).is_ok());
 
     let n = SandboxName::new(name).unwrap();
+    let err = rt
+        .rt
+        .start(fx.spec(name, "true", fx.listener()))
+        .unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+    assert!(rt.rt.is_alive(&started));
+
     rt.rt.stop(&n, Some(started)).unwrap();
     assert!(!rt.rt.is_alive(&started));
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/{}/{name}", rt.parent)).exists());
@@ -416,7 +426,11 @@ fn timings() {
     let fx = Fixture::new();
     let n = SandboxName::new("timing").unwrap();
     let (mut starts, mut firsts, mut stops) = (vec![], vec![], vec![]);
-    for _ in 0..20 {
+    let runs: usize = std::env::var("BOTHY_TIMING_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    for _ in 0..runs {
         let _ = fs::remove_file(fx.p("state/out"));
         let t0 = Instant::now();
         let s = rt
@@ -436,7 +450,7 @@ fn timings() {
         stops.push(t1.elapsed());
     }
     eprintln!(
-        "timings (median of 20): start {:?}, start to first output {:?}, stop {:?}",
+        "timings (median of {runs}): start {:?}, start to first output {:?}, stop {:?}",
         median(starts),
         median(firsts),
         median(stops)

@@ -156,6 +156,12 @@ impl Runtime for NativeRuntime {
         let cg = self.cgroups(&spec.name);
         let cfg = self.init_config(&spec, &cg);
         cfg.validate().map_err(RuntimeError::Setup)?;
+        if !cg.pids().is_empty() {
+            return Err(RuntimeError::Setup(format!(
+                "sandbox {} is already running",
+                spec.name.as_str()
+            )));
+        }
         cg.create(&spec.limits)?;
         spawn::prepare_dirs(&spec, self.cfg.uid_base)?;
         let pid = match spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener) {
@@ -202,7 +208,8 @@ impl Runtime for NativeRuntime {
     }
 
     fn is_alive(&self, started: &Started) -> bool {
-        proc::start_time(started.pid).is_ok_and(|t| t == started.start_time)
+        // A zombie (exited, not yet reaped) is not alive.
+        proc::is_running(started.pid, started.start_time)
     }
 
     fn pidfd(&self, started: &Started) -> Result<std::os::fd::OwnedFd, RuntimeError> {
