@@ -28,7 +28,8 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
+        ("v1_sweep_without_cgroup_kill", v1_sweep_without_cgroup_kill),
         ("isolation_and_persistence", isolation_and_persistence),
         ("setup_error_is_reported", setup_error_is_reported),
         ("stop_without_start_is_fine", stop_without_start_is_fine),
@@ -415,6 +416,50 @@ fn stop_without_start_is_fine() {
     rt.rt.cleanup(&n).unwrap();
 }
 
+/// On a v1 host without the unified hierarchy there is no `cgroup.kill`: stop falls back to
+/// SIGKILLing what `cgroup.procs` lists until it is empty.
+fn v1_sweep_without_cgroup_kill() {
+    use bothy_runtime::native::cgroup::Layout;
+    let Layout::V1 { hierarchies, .. } = Layout::detect(Path::new("/sys/fs/cgroup")).unwrap()
+    else {
+        eprintln!("skipping: the host has no cgroup v1");
+        return;
+    };
+    let layout = Layout::V1 {
+        hierarchies,
+        unified: None,
+    };
+    let parent = format!("bothy-test-sweep-{}", std::process::id());
+    layout.create_parent(&parent).unwrap();
+    let cg = layout.sandbox(&parent, "sweep");
+    assert!(cg.kill_dir.is_none());
+    cg.create(&Limits::default()).unwrap();
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("100")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in &children {
+        for f in cg.procs_files() {
+            fs::write(f, c.id().to_string()).unwrap();
+        }
+    }
+    assert_eq!(cg.pids().len(), 3);
+    assert!(!cg.kill());
+    assert!(cg.sweep(Instant::now() + Duration::from_secs(5)));
+    for c in &mut children {
+        assert!(!c.wait().unwrap().success());
+    }
+    cg.remove().unwrap();
+    for (_, d) in &cg.dirs {
+        assert!(!d.exists());
+        let _ = fs::remove_dir(d.parent().unwrap());
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -448,6 +493,11 @@ fn timings() {
         let t1 = Instant::now();
         rt.rt.stop(&n, Some(s)).unwrap();
         stops.push(t1.elapsed());
+        if std::env::var_os("BOTHY_TIMING_CLEAN_WORK").is_some() {
+            for o in ["root", "usr"] {
+                let _ = fs::remove_dir(fx.p(&format!("layer/{o}/work/work")));
+            }
+        }
     }
     eprintln!(
         "timings (median of {runs}): start {:?}, start to first output {:?}, stop {:?}",
