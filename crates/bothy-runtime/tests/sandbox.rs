@@ -28,7 +28,11 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
+        (
+            "exited_init_is_reaped_by_stop",
+            exited_init_is_reaped_by_stop,
+        ),
         ("v1_sweep_without_cgroup_kill", v1_sweep_without_cgroup_kill),
         ("isolation_and_persistence", isolation_and_persistence),
         ("setup_error_is_reported", setup_error_is_reported),
@@ -398,6 +402,32 @@ fn setup_error_is_reported() {
     );
     // Nothing is left running and the cgroups are gone.
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/{}/broken", rt.parent)).exists());
+}
+
+/// An agent that exits on its own leaves a zombie (the runtime's caller is its subreaper): it is
+/// not alive, and stop reaps it.
+fn exited_init_is_reaped_by_stop() {
+    let rt = Rt::new("exit");
+    let fx = Fixture::new();
+    let mut spec = fx.spec("quitter", "true", fx.listener());
+    spec.agent_args = vec!["-c".into(), "exit 3".into()];
+    let s = rt.rt.start(spec).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.rt.is_alive(&s) {
+        assert!(Instant::now() < deadline, "init did not exit");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        Path::new(&format!("/proc/{}", s.pid)).exists(),
+        "zombie until reaped"
+    );
+    rt.rt
+        .stop(&SandboxName::new("quitter").unwrap(), Some(s))
+        .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", s.pid)).exists(),
+        "reaped by stop"
+    );
 }
 
 fn stop_without_start_is_fine() {

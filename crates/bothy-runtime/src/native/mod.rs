@@ -162,28 +162,32 @@ impl Runtime for NativeRuntime {
                 spec.name.as_str()
             )));
         }
-        cg.create(&spec.limits)?;
-        spawn::prepare_dirs(&spec, self.cfg.uid_base)?;
-        let pid = match spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener) {
-            Ok(pid) => pid,
-            Err(e) => {
-                // Leave nothing running half-built.
-                let _ = self.stop(&spec.name, None);
-                return Err(e);
-            }
-        };
-        let start_time = proc::start_time(pid)
-            .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
-        Ok(Started { pid, start_time })
+        let started = cg
+            .create(&spec.limits)
+            .and_then(|()| spawn::prepare_dirs(&spec, self.cfg.uid_base))
+            .and_then(|()| spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener))
+            .and_then(|pid| {
+                let start_time = proc::start_time(pid)
+                    .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
+                Ok(Started { pid, start_time })
+            });
+        if started.is_err() {
+            // Leave nothing running or half-built behind.
+            let _ = self.stop(&spec.name, None);
+        }
+        started
     }
 
     fn stop(&self, name: &SandboxName, started: Option<Started>) -> Result<(), RuntimeError> {
         let cg = self.cgroups(name);
         let deadline = Instant::now() + STOP_TIMEOUT;
-        // Open the pidfd before killing, so pid reuse cannot fool the wait below.
-        let pid1 = started
-            .filter(|s| self.is_alive(s))
-            .and_then(|s| proc::pidfd(s.pid).ok().map(|fd| (s.pid, fd)));
+        // Open the pidfd before killing, so pid reuse cannot fool the wait below. A zombie init
+        // (exited, not reaped) still matches, and is reaped below.
+        let same = |s: &Started| proc::start_time(s.pid).is_ok_and(|t| t == s.start_time);
+        let pid1 = started.filter(same).and_then(|s| {
+            let fd = proc::pidfd(s.pid).ok()?;
+            same(&s).then_some((s.pid, fd))
+        });
         if !cg.kill() {
             if let Some((pid, _)) = &pid1 {
                 // SAFETY: kill(2); PID 1's death kills its whole pid namespace.
