@@ -490,9 +490,11 @@ fn v1_sweep_without_cgroup_kill() {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// "median (min, p90)" of some durations.
+fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
-    v[v.len() / 2]
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.2?} (min {:.2?}, p90 {:.2?})", at(0.5), v[0], at(0.9))
 }
 
 /// Prints start/stop medians (and start-to-first-output); asserts only that they work.
@@ -530,9 +532,9 @@ fn timings() {
         }
     }
     eprintln!(
-        "timings (median of {runs}): start {:?}, start to first output {:?}, stop {:?}",
-        median(starts),
-        median(firsts),
-        median(stops)
+        "timings over {runs} runs: start {}, start to first output {}, stop {}",
+        stats(starts),
+        stats(firsts),
+        stats(stops)
     );
 }

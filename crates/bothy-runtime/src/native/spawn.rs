@@ -150,3 +150,35 @@ pub fn run_init(
         .parse::<i32>()
         .map_err(|_| RuntimeError::Setup(format!("sandbox init printed no pid: {out:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn clear_workdir_moves_work_aside_and_deletes_trash() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path();
+        fs::create_dir_all(work.join("work/#leftover")).unwrap();
+        fs::create_dir_all(work.join(format!("{TRASH_PREFIX}stale/x"))).unwrap();
+        fs::create_dir(work.join("index")).unwrap();
+        clear_workdir(work);
+        assert!(!work.join("work").exists(), "old work dir moved at once");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let names: Vec<String> = fs::read_dir(work)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if names == ["index"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "trash not deleted: {names:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing to do on a fresh dir.
+        clear_workdir(work);
+        assert!(work.join("index").exists());
+    }
+}
