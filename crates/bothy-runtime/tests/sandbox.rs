@@ -235,6 +235,13 @@ echo "nnp=$(grep NoNewPrivs /proc/self/status | tr -d ' \t' | cut -d: -f2)"
 echo "devs=$(ls /dev | tr '\n' ' ')"
 echo "shm_owner=$(stat -c %u /dev/shm)"
 echo "cgroup=$(cat /proc/self/cgroup | grep -c '::/$')"
+if command -v python3 >/dev/null; then
+  python3 -c 'import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in (("keyctl", 250), ("bpf", 321), ("userfaultfd", 323), ("io_uring_setup", 425)):
+    r = libc.syscall(nr, 0, 0, 0, 0, 0)
+    print("seccomp_%s=%s" % (name, "denied" if r == -1 and ctypes.get_errno() == 1 else "allowed"))'
+fi
 echo hello > /workspace/f && echo "write_workspace=ok"
 touch /usr/bothy-probe && echo "write_usr=ok"
 echo "sandbox_usr_owner=$(stat -c %u /usr/bin)"
@@ -305,6 +312,11 @@ fn isolation_and_persistence() {
     }
     assert_eq!(get("shm_owner"), "0");
     assert_eq!(get("cgroup"), "1", "cgroup namespace root");
+    if cfg!(target_arch = "x86_64") && Path::new("/usr/bin/python3").exists() {
+        for sc in ["keyctl", "bpf", "userfaultfd", "io_uring_setup"] {
+            assert_eq!(get(&format!("seccomp_{sc}")), "denied", "{sc}");
+        }
+    }
     assert_eq!(get("write_workspace"), "ok");
     assert_eq!(get("write_usr"), "ok");
     assert_eq!(get("sandbox_usr_owner"), "0");

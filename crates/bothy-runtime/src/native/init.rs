@@ -234,6 +234,8 @@ fn exec_agent(cfg: &InitConfig) -> Result<std::convert::Infallible, InitError> {
     env_p.push(std::ptr::null());
     // Nothing but stdio and the agent listener (fd 3) crosses into the sandbox.
     sys::cloexec_from(4).step("close fds")?;
+    // Last, so the setup above is not filtered (the filter needs no_new_privs, set before).
+    super::seccomp::install().step("install seccomp filter")?;
     // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(bin.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
     Err(io::Error::last_os_error()).step("exec agent")

@@ -28,8 +28,10 @@
 //!   locked.
 //! - **Loopback-only network**: a new network namespace with only `lo`, owned by the host user
 //!   namespace, so sandbox root cannot add interfaces, change routes or the hostname.
-//! - **Not done yet: a seccomp filter.** The kernel's attack surface reachable from a user
-//!   namespace (e.g. `keyctl`, `bpf`, `userfaultfd`, nested user namespaces) is not filtered.
+//! - **A seccomp deny-list** ([`seccomp`]): keyrings, `bpf`, `perf_event_open`, `userfaultfd`,
+//!   `io_uring`, module/kexec loading and a few more are refused, and so are foreign syscall
+//!   ABIs (i386, x32). It is a deny-list, not an allow-list: nested user namespaces, `ptrace`
+//!   within the sandbox and the rest of the kernel API stay available.
 //!
 //! # Cgroups
 //! See [`cgroup`]: pure v2, or v1/hybrid with a controller-less v2 used for `cgroup.kill`.
@@ -47,6 +49,7 @@ pub mod idmap;
 mod init;
 pub mod mounts;
 pub mod proc;
+pub mod seccomp;
 mod spawn;
 pub mod sys;
 pub mod sysctl;
