@@ -2,12 +2,13 @@
 //! pid of the sandbox's PID 1.
 
 use std::fs;
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::config::{InitConfig, CONFIG_FD};
 use super::sys;
@@ -86,6 +87,65 @@ fn clear_workdir(work: &Path) {
     }
 }
 
+/// How long the init may take before `start` gives up (it normally takes a few ms).
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the init parent's stdout and stderr to EOF (both at once, so neither can fill up),
+/// giving up at `deadline`.
+fn read_outputs(child: &mut Child, deadline: Instant) -> Result<(String, String), RuntimeError> {
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(RuntimeError::Setup(
+            "sandbox init has no output pipes".into(),
+        ));
+    };
+    let mut open = [Some(OwnedFd::from(stdout)), Some(OwnedFd::from(stderr))];
+    let mut bufs = [Vec::new(), Vec::new()];
+    while open.iter().any(Option::is_some) {
+        let mut pfds: Vec<libc::pollfd> = open
+            .iter()
+            .map(|f| libc::pollfd {
+                fd: f.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RuntimeError::Setup(format!(
+                "sandbox init did not finish within {INIT_TIMEOUT:?}"
+            )));
+        }
+        // SAFETY: `pfds` is a valid array of pollfd (fd -1 entries are ignored).
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, left.as_millis().min(60_000) as i32) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RuntimeError::io("poll sandbox init", e));
+        }
+        for i in 0..2 {
+            if pfds[i].revents == 0 {
+                continue;
+            }
+            let Some(fd) = &open[i] else { continue };
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a stack buffer of the given length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                bufs[i].extend_from_slice(&buf[..n as usize]);
+            } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                open[i] = None;
+            }
+        }
+    }
+    let [out, err] = bufs;
+    Ok((
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    ))
+}
+
 /// Runs the init with `cfg`, handing it `listener` as fd 3; returns PID 1's host pid.
 pub fn run_init(
     init_binary: &Path,
@@ -126,14 +186,15 @@ pub fn run_init(
     // The init reads its config first thing; a write error means it died, reported below.
     let _ = sys::write_all(&cfg_w, &json);
     drop(cfg_w);
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
+    let (out, err) = match read_outputs(&mut child, Instant::now() + INIT_TIMEOUT) {
+        Ok(o) => o,
+        Err(e) => {
+            // Hung (or unreadable): kill the init parent; the caller sweeps the cgroup.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     // Reaps exactly the init parent (waitpid on its pid).
     let status = child
         .wait()
@@ -154,7 +215,6 @@ pub fn run_init(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn clear_workdir_moves_work_aside_and_deletes_trash() {
