@@ -28,7 +28,8 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
+        ("planted_symlinks_are_refused", planted_symlinks_are_refused),
         (
             "exited_init_is_reaped_by_stop",
             exited_init_is_reaped_by_stop,
@@ -414,6 +415,50 @@ fn setup_error_is_reported() {
     );
     // Nothing is left running and the cgroups are gone.
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/{}/broken", rt.parent)).exists());
+}
+
+/// The sandbox writes its own upper layer and state dir, and setup runs as host root: symlinks
+/// planted there must not make setup create, mount over, append to or chown host paths.
+fn planted_symlinks_are_refused() {
+    use std::os::unix::fs::symlink;
+    let rt = Rt::new("link");
+    let fx = Fixture::new();
+    let host = fx.p("host");
+    fs::create_dir(&host).unwrap();
+    let name = SandboxName::new("planted").unwrap();
+    let upper = fx.p("layer/root/upper");
+    fs::create_dir_all(&upper).unwrap();
+    for mount_point in ["run", "usr", "proc", "dev"] {
+        let link = upper.join(mount_point);
+        // An earlier attempt may have created the mount point (e.g. /usr) in the upper.
+        let _ = fs::remove_dir(&link);
+        symlink(host.join(mount_point).join("x"), &link).unwrap();
+        let err = rt
+            .rt
+            .start(fx.spec("planted", "true", fx.listener()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("mount point /{mount_point}")),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&host).unwrap().count(), 0, "host dir touched");
+        fs::remove_file(&link).unwrap();
+    }
+    // agent.log -> a host file: neither appended to nor chowned.
+    let victim = host.join("victim");
+    fs::write(&victim, "secret\n").unwrap();
+    let _ = fs::remove_file(fx.p("state/agent.log"));
+    symlink(&victim, fx.p("state/agent.log")).unwrap();
+    let err = rt
+        .rt
+        .start(fx.spec("planted", "true", fx.listener()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("agent.log"), "{err}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "secret\n");
+    assert_eq!(fs::metadata(&victim).unwrap().uid(), 0);
+    rt.rt.stop(&name, None).unwrap();
 }
 
 /// An agent that exits on its own leaves a zombie (the runtime's caller is its subreaper): it is

@@ -19,6 +19,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::config::{InitConfig, CONFIG_FD};
@@ -152,11 +153,21 @@ fn pid1(
     ack: &OwnedFd,
 ) -> Result<std::convert::Infallible, InitError> {
     // The agent's stdout/stderr go to the state dir's log (the runtime reads only our status).
+    // The state dir is writable from inside the sandbox: never follow a planted symlink (we are
+    // real root here and would append to, and chown, a host file), never block on a FIFO.
     let log = fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(cfg.state_dir.join("agent.log"))
         .step("open agent.log")?;
+    if !log.metadata().step("stat agent.log")?.is_file() {
+        return Err(InitError::msg("agent.log is not a regular file"));
+    }
+    // SAFETY: fcntl on an fd we own; back to blocking mode for the agent's stdout/stderr.
+    cvt(unsafe { libc::fcntl(log.as_raw_fd(), libc::F_SETFL, libc::O_APPEND) })
+        .step("set agent.log flags")?;
     std::os::unix::fs::fchown(&log, Some(cfg.uid_base), Some(cfg.uid_base))
         .step("chown agent.log")?;
     for target in [1, 2] {
