@@ -309,7 +309,8 @@ impl SandboxCgroups {
                 memory_bytes: num(&read(d.join("memory.current"))?),
             })
         } else {
-            let cpu = match self.dir("cpuacct") {
+            // With cpu,cpuacct co-mounted, the one hierarchy is listed as "cpu".
+            let cpu = match self.dir("cpuacct").or(self.dir("cpu")) {
                 Some(d) => num(&read(d.join("cpuacct.usage"))?),
                 None => 0,
             };
@@ -404,6 +405,15 @@ mod tests {
         assert_eq!(
             fs::read_to_string(t.path().join("memory/p/n/memory.limit_in_bytes")).unwrap(),
             "100"
+        );
+        fs::write(cpu.join("p/n/cpuacct.usage"), "123\n").unwrap();
+        fs::write(t.path().join("memory/p/n/memory.usage_in_bytes"), "456\n").unwrap();
+        assert_eq!(
+            s.usage().unwrap(),
+            Usage {
+                cpu_usage_ns: 123,
+                memory_bytes: 456
+            }
         );
     }
 
