@@ -26,6 +26,10 @@
 //!   (runc) let a container overwrite the host runtime binary through `/proc/self/exe`; here
 //!   the binary is mounted read-only, owned by host root (unmapped inside), and the mount is
 //!   locked.
+//! - **Setup never trusts sandbox-written paths.** Setup runs as host root over the sandbox's
+//!   own upper layer and state dir: mount points must be real directories (a planted
+//!   `/run -> /etc` symlink fails the start instead of mounting or creating on the host), and
+//!   `agent.log` is opened with `O_NOFOLLOW` and must be a regular file.
 //! - **Loopback-only network**: a new network namespace with only `lo`, owned by the host user
 //!   namespace, so sandbox root cannot add interfaces, change routes or the hostname.
 //! - **A seccomp deny-list** ([`seccomp`]): keyrings, `bpf`, `perf_event_open`, `userfaultfd`,
