@@ -1,6 +1,6 @@
 //! The native runtime: Linux namespaces, idmapped overlays and cgroups, no helper daemons.
 //!
-//! `start` spawns `bothy __sandbox-init` ([`init_main`], see [`init`] for its stages), which
+//! `start` spawns `bothy __sandbox-init` ([`init_main`]; [`init`] lists its stages), which
 //! builds the sandbox and execs the agent as PID 1 of a new PID namespace; the daemon is a
 //! child subreaper, so PID 1 becomes its child. Syscalls only: no `ip`, `mount` or OCI runtime.
 //!
@@ -50,7 +50,7 @@ use crate::{Runtime, RuntimeError, SandboxSpec, Started, Usage};
 pub mod cgroup;
 pub mod config;
 pub mod idmap;
-mod init;
+pub mod init;
 pub mod mounts;
 pub mod proc;
 pub mod seccomp;
