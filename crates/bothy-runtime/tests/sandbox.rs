@@ -220,6 +220,12 @@ umount /proc 2>/dev/null && echo "umount_proc=ok" || echo "umount_proc=denied"
 umount -l /run/bothy/bothy 2>/dev/null && echo "umount_agent=ok" || echo "umount_agent=denied"
 mount -o remount,bind,rw /run/bothy/bothy 2>/dev/null && echo "remount_agent=ok" || echo "remount_agent=denied"
 ( echo x > /run/bothy/bothy ) 2>/dev/null && echo "write_agent=ok" || echo "write_agent=denied"
+mount -t tmpfs none /mnt 2>/dev/null && echo "mount_tmpfs=ok" || echo "mount_tmpfs=denied"
+if command -v unshare >/dev/null; then
+  unshare --user --map-root-user --mount sh -c 'umount /proc' 2>/dev/null && echo "nested_umount=ok" || echo "nested_umount=denied"
+  unshare --user --map-root-user --mount sh -c 'mount -o remount,bind,rw /run/bothy/bothy' 2>/dev/null && echo "nested_remount=ok" || echo "nested_remount=denied"
+  unshare --user --map-root-user --mount sh -c 'mount -t tmpfs none /mnt && echo nested-tmpfs' 2>&1 | grep -q nested-tmpfs && echo "nested_userns=works" || echo "nested_userns=broken"
+fi
 mount -t proc proc /mnt 2>/dev/null && echo "mount_proc=ok" || echo "mount_proc=denied"
 mount -t sysfs sysfs /mnt 2>/dev/null && echo "mount_sysfs=ok" || echo "mount_sysfs=denied"
 mknod /tmp/x c 1 3 2>/dev/null && echo "mknod=ok" || echo "mknod=denied"
@@ -275,6 +281,7 @@ fn isolation_and_persistence() {
         "umount_agent",
         "remount_agent",
         "write_agent",
+        "mount_tmpfs",
         "mount_proc",
         "mount_sysfs",
         "mknod",
@@ -292,6 +299,12 @@ fn isolation_and_persistence() {
         "sched_debug",
     ] {
         assert_eq!(get(&format!("mask_{f}")), "masked", "/proc/{f}");
+    }
+    if Path::new("/usr/bin/unshare").exists() {
+        // Nested user+mount namespaces work, but the mounts they inherit are locked.
+        assert_eq!(get("nested_userns"), "works");
+        assert_eq!(get("nested_umount"), "denied");
+        assert_eq!(get("nested_remount"), "denied");
     }
     assert_eq!(get("net").trim(), "lo");
     let lo_flags = u32::from_str_radix(get("lo_flags").trim_start_matches("0x"), 16).unwrap();

@@ -8,8 +8,9 @@
 //!    recursively private, builds the root (overlays, `/proc`, `/sys`,
 //!    `/dev`, `/run`), sets the hostname, brings `lo` up, `pivot_root`s, unshares its user
 //!    namespace (the parent, still privileged outside, writes `0 uid_base 65536`), becomes
-//!    root in it, unshares a mount namespace owned by that user namespace (locking every mount
-//!    made above), sets `no_new_privs` and execs the agent;
+//!    root in it, sets `no_new_privs` and execs the agent. Its mount namespace stays owned by
+//!    the host user namespace, so sandbox root can neither mount nor unmount anything there;
+//!    in a nested user+mount namespace of its own, every inherited mount is locked;
 //! 4. the parent prints PID 1's pid on stdout and exits 0 once the exec happened (EOF on a
 //!    close-on-exec status pipe), or prints PID 1's error (`step: errno`) on stderr and exits 1.
 //!    PID 1 is then reparented to the daemon, a child subreaper.
@@ -218,9 +219,10 @@ fn pid1(
         cvt(libc::setgroups(0, std::ptr::null())).step("setgroups")?;
         cvt(libc::setresgid(0, 0, 0)).step("setresgid")?;
         cvt(libc::setresuid(0, 0, 0)).step("setresuid")?;
-        // A mount namespace owned by the sandbox's user namespace: every mount inherited from
-        // the one above becomes locked (no umount, no remount rw, no peeking under masks).
-        cvt(libc::unshare(libc::CLONE_NEWNS)).step("unshare locked mount namespace")?;
+        // No second mount namespace: the current one is owned by the host user namespace, so
+        // sandbox root has no CAP_SYS_ADMIN over it (no mount, umount, remount, pivot_root).
+        // Were it owned by the sandbox's user namespace, the mounts above would be locked but
+        // sandbox root could still mount new filesystems (tmpfs) over any directory.
         cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)).step("no_new_privs")?;
     }
     exec_agent(cfg)

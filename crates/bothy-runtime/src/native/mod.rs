@@ -9,9 +9,10 @@
 //!   `uid_base` (65536 ids from there): it holds no privilege on the host. The user namespace is
 //!   created *after* every mount is made, by real root outside, so the sandbox never needs
 //!   (or gets) the right to mount filesystems of the host's kernel on its own.
-//! - **Locked mounts.** After entering its user namespace, PID 1 unshares a mount namespace
-//!   owned by it: all mounts made before become locked (the kernel refuses to unmount them,
-//!   remount them read-write or reveal what lies under them).
+//! - **No mounting.** The sandbox's mount namespace is owned by the host user namespace, so
+//!   sandbox root cannot mount, unmount or remount anything in it. If it creates a nested
+//!   user+mount namespace (allowed), every mount it inherits there is locked by the kernel (no
+//!   unmounting, no remounting read-write, nothing revealed under the masks).
 //! - **nodev overlays.** Lower layers, overlays and every pseudo filesystem are `nodev`: a
 //!   device node shipped in an image (or created by `mknod`, which the sandbox cannot do
 //!   anyway) must never open a host device.
