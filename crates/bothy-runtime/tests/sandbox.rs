@@ -560,6 +560,21 @@ fn v1_sweep_without_cgroup_kill() {
     }
 }
 
+/// CPU time (user + system) used so far by this process and its reaped children.
+fn cpu_used() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: rusage is plain old data; getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out pointer.
+        unsafe { libc::getrusage(who, &mut u) };
+        for t in [u.ru_utime, u.ru_stime] {
+            total += Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+        }
+    }
+    total
+}
+
 /// "median (min, p90)" of some durations.
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -577,6 +592,7 @@ fn timings() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(20);
+    let cpu0 = cpu_used();
     for _ in 0..runs {
         let _ = fs::remove_file(fx.p("state/out"));
         let t0 = Instant::now();
@@ -601,6 +617,8 @@ fn timings() {
             }
         }
     }
+    let cpu = (cpu_used() - cpu0) / runs as u32;
+    eprintln!("cpu time per start+stop (runtime, init, agent; not kernel workers): {cpu:.2?}");
     eprintln!(
         "timings over {runs} runs: start {}, start to first output {}, stop {}",
         stats(starts),
