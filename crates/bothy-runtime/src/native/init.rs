@@ -72,7 +72,14 @@ pub fn init_main() -> ! {
 }
 
 fn read_config() -> Result<InitConfig, InitError> {
-    // SAFETY: the runtime passes the config pipe as CONFIG_FD; we take ownership of it once.
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(CONFIG_FD, libc::F_GETFD) } < 0 {
+        return Err(InitError::msg(
+            "no init config on fd 4 (this subcommand is run by the bothy runtime, not by hand)",
+        ));
+    }
+    // SAFETY: the runtime passes the config pipe as CONFIG_FD (checked open above); we take
+    // ownership of it once.
     let fd = unsafe { OwnedFd::from_raw_fd(CONFIG_FD) };
     let bytes = sys::read_to_end(&fd).step("read init config")?;
     let cfg: InitConfig =
