@@ -235,6 +235,7 @@ for f in kcore keys timer_list sysrq-trigger latency_stats sched_debug; do
   if [ ! -e /proc/$f ] || [ -c /proc/$f ]; then echo "mask_$f=masked"; else echo "mask_$f=exposed"; fi
 done
 echo "net=$(ls /sys/class/net | tr '\n' ' ')"
+cp /bin/true /run/bothy/state/t 2>/dev/null && { /run/bothy/state/t 2>/dev/null && echo "state_exec=ok" || echo "state_exec=denied"; rm -f /run/bothy/state/t; }
 echo "lo_flags=$(cat /sys/class/net/lo/flags)"
 echo "fd3=$(readlink /proc/self/fd/3 | cut -d: -f1)"
 echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
@@ -282,6 +283,7 @@ fn isolation_and_persistence() {
         "remount_agent",
         "write_agent",
         "mount_tmpfs",
+        "state_exec",
         "mount_proc",
         "mount_sysfs",
         "mknod",

@@ -266,9 +266,9 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
         None,
         &state,
         None,
-        libc::MS_BIND | libc::MS_REMOUNT | nsd,
+        libc::MS_BIND | libc::MS_REMOUNT | nsd | libc::MS_NOEXEC,
         None,
     )
-    .step("remount state dir nosuid,nodev")?;
+    .step("remount state dir nosuid,nodev,noexec")?;
     Ok(())
 }
