@@ -27,6 +27,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Timeout,
     SandboxUnavailable,
+    /// The sandbox is at a resource limit (processes, memory); retry later.
+    ResourceExhausted,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -49,7 +51,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             BadGateway => 502,
-            SandboxUnavailable => 503,
+            SandboxUnavailable | ResourceExhausted => 503,
             Internal | Unknown => 500,
         }
     }
@@ -78,6 +80,7 @@ impl ErrorCode {
             UnsupportedMediaType => "unsupported_media_type",
             Timeout => "timeout",
             SandboxUnavailable => "sandbox_unavailable",
+            ResourceExhausted => "resource_exhausted",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",
