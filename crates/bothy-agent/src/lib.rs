@@ -10,6 +10,7 @@
 
 pub mod env;
 pub mod error;
+pub mod interp;
 pub mod proctree;
 pub mod reaper;
 pub mod server;
