@@ -10,11 +10,14 @@
 
 pub mod env;
 pub mod error;
+pub mod exec;
+pub mod files;
 pub mod interp;
 pub mod proctree;
 pub mod reaper;
 pub mod server;
 pub mod sse;
+pub mod time;
 
 pub use error::AgentError;
 pub use server::{router, run, AgentState};

@@ -13,6 +13,7 @@ pub mod interp;
 pub mod name;
 pub mod path;
 pub mod sandbox;
+pub mod time;
 
 pub use data::{Data, Encoding};
 pub use error::{ApiError, ErrorCode};
