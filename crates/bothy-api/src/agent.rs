@@ -18,7 +18,7 @@ pub const AGENT_BIN_IN_SANDBOX: &str = "/run/bothy/bothy";
 /// It survives sleep; it is not part of the sandbox's layer, so snapshots do not carry it.
 pub const AGENT_STATE_IN_SANDBOX: &str = "/run/bothy/state";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// Sandbox name (also the hostname).
     pub name: String,
@@ -32,6 +32,19 @@ pub struct AgentConfig {
 
 fn default_state_dir() -> String {
     AGENT_STATE_IN_SANDBOX.to_string()
+}
+
+// Not derived: a derived default would leave `state_dir` empty (the serde default applies only
+// when the field is missing from the JSON), and the agent would keep its records relative to
+// whatever its working directory is.
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            env: BTreeMap::new(),
+            state_dir: default_state_dir(),
+        }
+    }
 }
 
 /// Body of `PUT /v1/env` on the agent: replaces the sandbox-level environment.
