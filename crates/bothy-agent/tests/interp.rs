@@ -256,6 +256,24 @@ async fn python_output_streams_while_the_code_runs() {
 }
 
 #[tokio::test]
+async fn python_partial_lines_are_not_held_back() {
+    need!("python3");
+    let a = agent();
+    let ctx = a.create("python", json!({})).await;
+    let code = "import sys, time\nsys.stdout.write('Loading...')\ntime.sleep(1)\nprint(' done')";
+    let evs = a.stream(&ctx, json!({"code": code})).await;
+    let first = evs.iter().find(|e| e.1 == "stdout").unwrap();
+    assert_eq!(first.2["data"], "Loading...", "{evs:?}");
+    assert!(first.0 < 0.6, "a partial line waited {}s", first.0);
+    let out: String = evs
+        .iter()
+        .filter(|e| e.1 == "stdout")
+        .map(|e| e.2["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, "Loading... done\n");
+}
+
+#[tokio::test]
 async fn python_timeout_interrupts_and_keeps_the_context() {
     need!("python3");
     let a = agent();

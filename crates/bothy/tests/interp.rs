@@ -349,3 +349,75 @@ async fn cli_run_prints_results_and_saves_images() {
         .unwrap()
         .starts_with(b"\x89PNG"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_interrupts_and_contexts_stay_inside_the_sandbox() {
+    let Some(d) = sandbox("dc").await else { return };
+    let c = &d.client;
+    // A cwd cannot climb out of the sandbox's root, and the interpreter sees only the sandbox.
+    let err = c
+        .create_context(
+            "dc",
+            &CreateContextRequest {
+                language: Language::Python,
+                cwd: Some("../../../..".into()),
+                env: BTreeMap::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("PathEscape"), "{err:?}");
+    let host_dir = d.data_dir().display().to_string();
+    let ctx = c
+        .create_context(
+            "dc",
+            &CreateContextRequest {
+                language: Language::Python,
+                cwd: Some("/".into()),
+                env: BTreeMap::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let r = c
+        .run_code(
+            "dc",
+            &run(
+                &ctx.id,
+                &format!("import os\nos.path.exists({host_dir:?}), os.path.exists('/workspace')"),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        main_text(&r),
+        "(False, True)",
+        "the daemon's data dir is visible inside"
+    );
+
+    // A client that goes away mid-run interrupts the run (noticed through the daemon's proxy
+    // by the stream's keep-alive writes).
+    let mut s = c
+        .run_code_stream(
+            "dc",
+            &run(
+                &ctx.id,
+                "import time\ntime.sleep(3)\nopen('/workspace/marker', 'w').close()",
+            ),
+        )
+        .await
+        .unwrap();
+    let ev = s.next().await.unwrap().unwrap();
+    assert_eq!(ev.event, "start");
+    drop(s);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !c.file_exists("dc", "/workspace/marker").await.unwrap(),
+        "the run went on after its client left"
+    );
+    let r = c
+        .run_code("dc", &run(&ctx.id, "'still usable'"))
+        .await
+        .unwrap();
+    assert_eq!(main_text(&r), "'still usable'");
+}
