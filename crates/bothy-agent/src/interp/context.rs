@@ -286,7 +286,7 @@ impl Run {
                         emit(RunEvent::Error(e));
                     }
                     KernelEvent::Done(Some(done)) if done == id => break,
-                    KernelEvent::Done(_) => {}
+                    KernelEvent::Done(_) | KernelEvent::Ready => {}
                     KernelEvent::Exited => {
                         ctx.forget_kernel(&mut self.slot);
                         emit(RunEvent::Error(RunError {

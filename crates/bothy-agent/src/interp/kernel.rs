@@ -56,6 +56,8 @@ pub struct KernelSpec {
 /// Something the kernel said.
 #[derive(Debug)]
 pub enum KernelEvent {
+    /// The runner has started and waits for requests.
+    Ready,
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Result(RichResult),
@@ -186,7 +188,7 @@ impl Kernel {
                         program: program.to_string(),
                     })
                 }
-                Ok(Some(KernelEvent::Done(None))) => return Ok(()), // the ready line
+                Ok(Some(KernelEvent::Ready)) => return Ok(()),
                 Ok(Some(KernelEvent::Stderr(b))) => stderr.extend(b),
                 Ok(Some(KernelEvent::Exited)) | Ok(None) => {
                     let status = tokio::time::timeout(Duration::from_secs(2), self.exit.wait())
@@ -369,7 +371,7 @@ async fn read_loop(
                         }
                     };
                     match msg {
-                        RunnerMsg::Ready {} => batch.send(KernelEvent::Done(None)),
+                        RunnerMsg::Ready {} => batch.send(KernelEvent::Ready),
                         RunnerMsg::Out { s } => batch.text(false, s),
                         RunnerMsg::Err { s } => batch.text(true, s),
                         RunnerMsg::Result { r } => batch.send(KernelEvent::Result(r)),
