@@ -30,6 +30,16 @@ pub struct AgentConfig {
     pub state_dir: String,
 }
 
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            env: BTreeMap::new(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
 fn default_state_dir() -> String {
     AGENT_STATE_IN_SANDBOX.to_string()
 }
