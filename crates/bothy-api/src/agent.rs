@@ -44,19 +44,6 @@ fn default_state_dir() -> String {
     AGENT_STATE_IN_SANDBOX.to_string()
 }
 
-// Not derived: a derived default would leave `state_dir` empty (the serde default applies only
-// when the field is missing from the JSON), and the agent would keep its records relative to
-// whatever its working directory is.
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            env: BTreeMap::new(),
-            state_dir: default_state_dir(),
-        }
-    }
-}
-
 /// Body of `PUT /v1/env` on the agent: replaces the sandbox-level environment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentEnv {
