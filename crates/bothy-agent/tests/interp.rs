@@ -299,6 +299,17 @@ async fn python_timeout_interrupts_and_keeps_the_context() {
     assert_eq!(v["restarted"], false);
     let v = a.run(&ctx, "x").await;
     assert_eq!(main_text(&v), "5");
+    // A timeout that fires before the runner has even read the cell still interrupts it.
+    let t = Instant::now();
+    let v = a
+        .run_with(
+            &ctx,
+            json!({"code": "import time\ntime.sleep(5)", "timeout_ms": 1}),
+        )
+        .await;
+    assert_eq!(v["status"], "timeout", "{v}");
+    assert_eq!(v["restarted"], false, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // Code that swallows the interrupt is killed after the grace period, and the caller told.
     let code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass";
     let t = Instant::now();

@@ -261,6 +261,10 @@ impl Run {
         let mut had_error = false;
         let mut timed_out = false;
         let mut cancelled = false;
+        // SIGINT is only sent once the runner said it started this run: earlier, it would hit
+        // an idle runner (which ignores it) and the interrupt would be lost.
+        let mut started = false;
+        let mut interrupt_pending = false;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         loop {
             let (interrupt_at, grace_at) = match phase {
@@ -286,7 +290,13 @@ impl Run {
                         emit(RunEvent::Error(e));
                     }
                     KernelEvent::Done(Some(done)) if done == id => break,
-                    KernelEvent::Done(_) | KernelEvent::Ready => {}
+                    KernelEvent::Started(Some(s)) if s == id => {
+                        started = true;
+                        if interrupt_pending {
+                            kernel.interrupt();
+                        }
+                    }
+                    KernelEvent::Done(_) | KernelEvent::Started(_) | KernelEvent::Ready => {}
                     KernelEvent::Exited => {
                         ctx.forget_kernel(&mut self.slot);
                         emit(RunEvent::Error(RunError {
@@ -304,7 +314,7 @@ impl Run {
                 },
                 _ = tokio::time::sleep_until(interrupt_at), if running && deadline.is_some() => {
                     timed_out = true;
-                    kernel.interrupt();
+                    if started { kernel.interrupt() } else { interrupt_pending = true }
                     phase = Phase::Interrupting {
                         deadline: tokio::time::Instant::now() + INTERRUPT_GRACE,
                         by_timeout: true,
@@ -312,7 +322,7 @@ impl Run {
                 }
                 _ = cancel.cancelled(), if running => {
                     cancelled = true;
-                    kernel.interrupt();
+                    if started { kernel.interrupt() } else { interrupt_pending = true }
                     phase = Phase::Interrupting {
                         deadline: tokio::time::Instant::now() + INTERRUPT_GRACE,
                         by_timeout: false,

@@ -62,6 +62,8 @@ pub enum KernelEvent {
     Stderr(Vec<u8>),
     Result(RichResult),
     Error(RunError),
+    /// The runner began the run with this id (SIGINT interrupts it from now on).
+    Started(Option<u64>),
     Done(Option<u64>),
     /// The process closed its event pipe: it exited (or is about to).
     Exited,
@@ -94,6 +96,10 @@ enum RunnerMsg {
         value: String,
         #[serde(default)]
         traceback: String,
+    },
+    Started {
+        #[serde(default)]
+        id: Option<u64>,
     },
     Done {
         #[serde(default)]
@@ -383,6 +389,7 @@ async fn read_loop(
                                 restarted: false,
                             }))
                         }
+                        RunnerMsg::Started { id } => batch.send(KernelEvent::Started(id)),
                         RunnerMsg::Done { id } => {
                             // Raw output written before the runner said "done" is in the pipes
                             // already: pass it on first.

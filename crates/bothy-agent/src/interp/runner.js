@@ -4,7 +4,7 @@
 // object per line): requests {"id", "code", "wrapped"} arrive on fd 3 (the agent has already
 // transpiled TypeScript and rewritten the cell, see transpile.rs); events leave on fd 4:
 //   {"t":"ready"}  {"t":"out"|"err","s":text}  {"t":"result","r":{text,json,...}}
-//   {"t":"error","name","value","traceback"}  {"t":"done","id"}
+//   {"t":"error","name","value","traceback"}  {"t":"started","id"}  {"t":"done","id"}
 // Cells run in one persistent `vm` context. SIGINT interrupts a cell: synchronous code through
 // `breakOnSigint`, a pending `await` by rejecting the run.
 'use strict';
@@ -173,6 +173,8 @@ async function runCell(req) {
   const interrupted = new Promise((_, reject) => { interruptRun = reject; });
   interrupted.catch(() => {});
   current = { interrupt: () => interruptRun(new InterruptedError()) };
+  // The agent sends SIGINT only after this line, so an early interrupt is never lost.
+  send({ t: 'started', id: req.id });
   try {
     const script = new vm.Script(req.code, { filename: `cell-${count}.js` });
     let value = script.runInContext(context, { breakOnSigint: true, displayErrors: false });

@@ -3,7 +3,7 @@
 # Written into the sandbox by the agent and started as `python3 runner.py`. Protocol (one JSON
 # object per line): requests {"id", "code"} arrive on fd 3; events leave on fd 4:
 #   {"t":"ready"}  {"t":"out"|"err","s":text}  {"t":"result","r":{text,html,png,...}}
-#   {"t":"error","name","value","traceback"}  {"t":"done","id"}
+#   {"t":"error","name","value","traceback"}  {"t":"started","id"}  {"t":"done","id"}
 # fd 1 and 2 stay the raw process output (subprocesses, C extensions), which the agent streams
 # too. SIGINT interrupts a running cell (KeyboardInterrupt); it is ignored between cells.
 # Only the standard library is needed; matplotlib and pandas light up when the user imports them.
@@ -396,6 +396,9 @@ def _serve():
             req = json.loads(line)
             try:
                 _running = True
+                # From here on SIGINT interrupts the cell; the agent waits for this line before
+                # it sends one, so an early interrupt is never lost.
+                _send({"t": "started", "id": req.get("id")})
                 try:
                     _run_cell(req["code"])
                 finally:
