@@ -29,6 +29,8 @@ pub enum ErrorCode {
     SandboxUnavailable,
     /// A language runtime the request needs (python3, node) is not installed in the sandbox.
     RuntimeNotFound,
+    /// The sandbox is at a resource limit (processes, memory); retry later.
+    ResourceExhausted,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -52,7 +54,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             BadGateway => 502,
-            SandboxUnavailable => 503,
+            SandboxUnavailable | ResourceExhausted => 503,
             Internal | Unknown => 500,
         }
     }
@@ -82,6 +84,7 @@ impl ErrorCode {
             Timeout => "timeout",
             SandboxUnavailable => "sandbox_unavailable",
             RuntimeNotFound => "runtime_not_found",
+            ResourceExhausted => "resource_exhausted",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",
