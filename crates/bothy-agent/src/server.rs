@@ -48,6 +48,7 @@ pub fn router(state: AgentState) -> Router {
         .merge(crate::exec::routes(&state))
         .merge(crate::files::routes(&state))
         .merge(crate::terminals::routes(&state))
+        .merge(crate::interp::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             bothy_api::MAX_JSON_BODY,
         ))
