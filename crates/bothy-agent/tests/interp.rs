@@ -170,7 +170,7 @@ fn main_text(v: &Value) -> String {
 macro_rules! need {
     ($prog:expr) => {
         if !have($prog) {
-            eprintln!("skipping: {} is not installed", $prog);
+            bothy_testkit::skip(&format!("{} is not installed", $prog));
             return;
         }
     };
@@ -397,7 +397,7 @@ async fn client_disconnect_interrupts_the_run() {
 async fn python_rich_outputs_matplotlib_and_pandas() {
     need!("python3");
     if !python_has("matplotlib") || !python_has("pandas") {
-        eprintln!("skipping: matplotlib/pandas not installed (see .ci/install-deps.d/interp.sh)");
+        bothy_testkit::skip("matplotlib/pandas not installed (see .ci/install-deps.d/interp.sh)");
         return;
     }
     let a = agent();

@@ -32,7 +32,10 @@ async fn main() {
     c.put_sandbox("bench", &CreateSandbox::default())
         .await
         .expect("create sandbox");
-    println!("interpreter contexts, through the daemon's unix socket ({n} round trips, {} creations)", (n / 10).max(5));
+    println!(
+        "interpreter contexts, through the daemon's unix socket ({n} round trips, {} creations)",
+        (n / 10).max(5)
+    );
     println!(
         "{:<11} {:>17} {:>17} {:>17} {:>17}",
         "language", "create median", "create p90", "1+1 median", "1+1 p90"

@@ -15,11 +15,13 @@ async fn the_console_in_headless_chromium() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !std::path::Path::new(&chromium).exists() {
-        eprintln!("skipping: needs Chromium at {chromium} (apt-get install chromium)");
+        bothy_testkit::skip(&format!(
+            "needs Chromium at {chromium} (apt-get install chromium)"
+        ));
         return;
     }
     if !root.join("ui/node_modules/playwright-core").is_dir() {
-        eprintln!("skipping: needs playwright-core (run `npm ci` in ui/)");
+        bothy_testkit::skip("needs playwright-core (run `npm ci` in ui/)");
         return;
     }
     let Some(d) = TestDaemon::start_with(

@@ -143,7 +143,7 @@ async fn python_context_end_to_end() {
     );
 
     if !python_has("matplotlib, pandas") {
-        eprintln!("skipping rich outputs: matplotlib/pandas not installed");
+        bothy_testkit::skip("rich outputs: matplotlib/pandas not installed");
         return;
     }
     let r = c
@@ -319,7 +319,7 @@ async fn cli_run_prints_results_and_saves_images() {
         .unwrap();
     assert_eq!(out.status.code(), Some(124), "{out:?}");
     if !python_has("matplotlib") {
-        eprintln!("skipping image saving: matplotlib not installed");
+        bothy_testkit::skip("image saving: matplotlib not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -343,7 +343,7 @@ async fn the_console_is_public_and_everything_else_needs_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bothy_shell_in_tmux() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipping: needs tmux");
+        bothy_testkit::skip("needs tmux");
         return;
     }
     let Some(d) = TestDaemon::start(env!("CARGO_BIN_EXE_bothy")).await else {
