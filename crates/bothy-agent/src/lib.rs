@@ -14,6 +14,7 @@ pub mod proctree;
 pub mod reaper;
 pub mod server;
 pub mod sse;
+pub mod watch;
 
 pub use error::AgentError;
 pub use server::{router, run, AgentState};

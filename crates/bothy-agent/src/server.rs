@@ -45,6 +45,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/env", put(put_env))
         .with_state(state.clone())
         // Feature modules (each owns its routes and state):
+        .merge(crate::watch::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
 }
 
