@@ -37,6 +37,8 @@ fn query(dir: &Path, extra: &str) -> String {
 struct Stream {
     body: Body,
     buf: Vec<u8>,
+    /// Start of the unparsed part of `buf`.
+    off: usize,
     ended: bool,
 }
 
@@ -60,6 +62,7 @@ impl Stream {
         Self {
             body: resp.into_body(),
             buf: Vec::new(),
+            off: 0,
             ended: false,
         }
     }
@@ -68,9 +71,10 @@ impl Stream {
     async fn next(&mut self, wait: Duration) -> Option<WatchEvent> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let frame: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                let text = String::from_utf8(frame).unwrap();
+            if let Some(pos) = self.buf[self.off..].windows(2).position(|w| w == b"\n\n") {
+                let frame = &self.buf[self.off..self.off + pos + 2];
+                let text = String::from_utf8(frame.to_vec()).unwrap();
+                self.off += pos + 2;
                 let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) else {
                     continue; // keepalive comment
                 };
@@ -92,6 +96,8 @@ impl Stream {
                 Ok(None) => self.ended = true,
                 Ok(Some(f)) => {
                     if let Ok(data) = f.unwrap().into_data() {
+                        self.buf.drain(..self.off);
+                        self.off = 0;
                         self.buf.extend_from_slice(&data);
                     }
                 }
@@ -667,4 +673,34 @@ async fn two_clients_on_one_directory_share_the_watch() {
     let (ea, eb) = (a.drain(QUIET).await, b.drain(QUIET).await);
     assert_eq!(ea, eb);
     assert_eq!(ea.len(), 2);
+}
+
+#[tokio::test]
+async fn a_client_that_falls_behind_gets_overflow_then_continues() {
+    let (_t, dir) = tmp();
+    let app = app(&dir);
+    let mut s = Stream::open(&app, &query(&dir, "")).await;
+    s.ready().await;
+    // The client reads nothing while more events than the log holds happen
+    // (create + modify per file).
+    let n = bothy_agent::watch::log::LOG_CAPACITY / 2 + 2_000;
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..n {
+            std::fs::write(d.join(format!("f{i}")), b"x").unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = s.next(QUIET).await.unwrap();
+    assert_eq!(first.kind, K::Overflow, "{first:?}");
+    assert_eq!(first.reason.as_deref(), Some("client_lag"));
+    assert!(first.message.unwrap().contains("rescan"));
+    // Then it continues with what the log still holds, up to the newest event.
+    let rest = s.drain(QUIET).await;
+    assert!(has(&rest, K::Modify, &p(&dir, &format!("f{}", n - 1))));
+    std::fs::write(dir.join("after"), b"").unwrap();
+    let ev = s.drain(QUIET).await;
+    assert!(has(&ev, K::Create, &p(&dir, "after")), "{ev:#?}");
 }

@@ -825,3 +825,129 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hub state without its thread, so a test decides when events are read.
+    fn state() -> State {
+        let fd =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        let wake = Arc::new(eventfd(0, EventfdFlags::NONBLOCK).unwrap());
+        let (_tx, cmds) = mpsc::channel();
+        State {
+            fd,
+            wake,
+            cmds,
+            table: Arc::default(),
+            keys: Vec::new(),
+            wds: HashMap::new(),
+            by_path: HashMap::new(),
+            pending: Vec::new(),
+            pending_since: None,
+            last_by_path: HashMap::new(),
+            moves: HashMap::new(),
+            synth: HashMap::new(),
+            limit_reported: false,
+        }
+    }
+
+    fn key(root: &Path) -> (WatchKey, Globs) {
+        let key = WatchKey {
+            root: root.to_path_buf(),
+            recursive: true,
+            excludes: vec![],
+        };
+        (key, Globs::new(&[]).unwrap())
+    }
+
+    fn pump(st: &mut State) {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 256 * 1024];
+        st.read_events(&mut buf);
+        std::thread::sleep(MOVE_WAIT);
+        st.resolve_moves(Some(Instant::now()));
+        st.flush();
+    }
+
+    #[test]
+    fn kernel_queue_overflow_is_reported_and_the_tree_is_followed_again() {
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(16384);
+        if max > 200_000 {
+            eprintln!("skipping: max_queued_events is {max}, too large to overflow cheaply");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let mut st = state();
+        let (k, g) = key(&root);
+        let w = st.open(k, g).unwrap();
+        // Nobody reads while more events than the kernel queues happen, including a new
+        // directory whose own creation event is lost.
+        for i in 0..(max / 2 + 100) {
+            std::fs::File::create(root.join(format!("f{i}"))).unwrap();
+        }
+        std::fs::create_dir(root.join("late")).unwrap();
+        pump(&mut st);
+        let head = w.head();
+        let mut overflow = false;
+        {
+            let mut r = super::super::log::Reader::new(
+                w.clone(),
+                0,
+                super::super::filter::ClientFilter::new(&[], None).unwrap(),
+            );
+            w.users.fetch_add(1, Ordering::AcqRel);
+            while r.behind() {
+                for e in r.read(10_000) {
+                    if e.kind == WatchEventKind::Overflow {
+                        assert_eq!(e.reason.as_deref(), Some("kernel_queue"));
+                        overflow = true;
+                    }
+                }
+            }
+        }
+        assert!(overflow, "{head} events and no overflow");
+        // The directory whose creation was lost is watched after the overflow's rescan.
+        std::fs::write(root.join("late/x"), b"").unwrap();
+        pump(&mut st);
+        let mut r = super::super::log::Reader::new(
+            w.clone(),
+            head,
+            super::super::filter::ClientFilter::new(&[], None).unwrap(),
+        );
+        w.users.fetch_add(1, Ordering::AcqRel);
+        let after = r.read(100);
+        assert!(
+            after
+                .iter()
+                .any(|e| e.kind == WatchEventKind::Create && e.path.ends_with("/late/x")),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn registry_follows_moves_and_forgets_what_leaves() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        let root = base.join("w");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let mut st = state();
+        let (k, g) = key(&root);
+        st.open(k, g).unwrap();
+        assert_eq!(st.wds.len(), 3);
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        pump(&mut st);
+        let mut paths: Vec<_> = st.wds.values().map(|p| p.to_path_buf()).collect();
+        paths.sort();
+        assert_eq!(paths, vec![root.clone(), root.join("c"), root.join("c/b")]);
+        std::fs::rename(root.join("c"), base.join("out")).unwrap();
+        pump(&mut st);
+        pump(&mut st); // the IN_IGNORED of the removed watches
+        assert_eq!(st.wds.len(), 1);
+        assert_eq!(st.by_path.len(), 1);
+    }
+}
