@@ -10,10 +10,13 @@
 
 pub mod env;
 pub mod error;
+pub mod exec;
+pub mod files;
 pub mod proctree;
 pub mod reaper;
 pub mod server;
 pub mod sse;
+pub mod time;
 pub mod watch;
 
 pub use error::AgentError;

@@ -45,12 +45,18 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/env", put(put_env))
         .with_state(state.clone())
         // Feature modules (each owns its routes and state):
+        .merge(crate::exec::routes(&state))
+        .merge(crate::files::routes(&state))
         .merge(crate::watch::routes(&state))
-        .layer(axum::extract::DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            bothy_api::MAX_JSON_BODY,
+        ))
 }
 
 async fn health(State(s): State<AgentState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}))
+    axum::Json(
+        serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}),
+    )
 }
 
 async fn put_env(State(s): State<AgentState>, Json(body): Json<AgentEnv>) -> http::StatusCode {

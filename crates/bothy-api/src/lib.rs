@@ -12,6 +12,7 @@ pub mod files;
 pub mod name;
 pub mod path;
 pub mod sandbox;
+pub mod time;
 pub mod watch;
 
 pub use data::{Data, Encoding};
