@@ -9,6 +9,7 @@ mod conn;
 mod error;
 pub mod sandboxes;
 pub mod sse;
+pub mod watch;
 
 pub use conn::Endpoint;
 pub use error::ClientError;
