@@ -17,8 +17,10 @@
 //!   dropped, so each path is reported once (in a rare race, twice; never zero times).
 //! - `IN_MOVED_FROM`/`IN_MOVED_TO` with one cookie become one `move`; an unpaired
 //!   `IN_MOVED_FROM` (nothing follows within [`MOVE_WAIT`]) is a `delete`.
-//! - Events are held for [`COALESCE`] and an event identical in type and path to the previous
-//!   event for that path in the batch is merged into it. Different types are never merged, so
+//! - Events are held until the directory has been quiet for [`COALESCE_QUIET`], at most
+//!   [`COALESCE`] after the first one, and an event identical in type and path to the previous
+//!   event for that path in the batch is merged into it. (An isolated change is delivered after
+//!   ~2 ms; a burst is cut into 10 ms batches.) Different types are never merged, so
 //!   `create, modify, delete` stays three events.
 //! - `IN_Q_OVERFLOW` becomes `overflow` for every watch, after which every tree is walked again
 //!   to pick up directories whose creation was lost.
@@ -43,6 +45,8 @@ use super::log::{Entry, Watch, WatchKey};
 
 /// How long events are held for coalescing.
 pub const COALESCE: Duration = Duration::from_millis(10);
+/// A batch is delivered early once no event came for this long.
+pub const COALESCE_QUIET: Duration = Duration::from_millis(2);
 /// How long an `IN_MOVED_FROM` waits for its `IN_MOVED_TO`.
 pub const MOVE_WAIT: Duration = Duration::from_millis(2);
 /// A watch nobody streams or polls is dropped after this long.
@@ -120,6 +124,7 @@ impl Hub {
             by_path: HashMap::new(),
             pending: Vec::new(),
             pending_since: None,
+            pending_last: None,
             last_by_path: HashMap::new(),
             moves: HashMap::new(),
             synth: HashMap::new(),
@@ -260,6 +265,8 @@ struct State {
     by_path: HashMap<Arc<Path>, i32>,
     pending: Vec<Pending>,
     pending_since: Option<Instant>,
+    /// When the newest pending event came.
+    pending_last: Option<Instant>,
     /// Type of the last pending event per path (`None`: a move, never merged).
     last_by_path: HashMap<Arc<Path>, Option<WatchEventKind>>,
     /// Unpaired `IN_MOVED_FROM` by cookie: index in `pending`, when seen.
@@ -277,8 +284,8 @@ impl State {
         loop {
             let now = Instant::now();
             let mut deadline = next_housekeeping;
-            if let Some(s) = self.pending_since {
-                deadline = deadline.min(s + COALESCE);
+            if let (Some(s), Some(l)) = (self.pending_since, self.pending_last) {
+                deadline = deadline.min(s + COALESCE).min(l + COALESCE_QUIET);
             }
             if let Some(m) = self.moves.values().map(|(_, at)| *at).min() {
                 deadline = deadline.min(m + MOVE_WAIT);
@@ -320,7 +327,12 @@ impl State {
             self.resolve_moves(Some(now));
             if self
                 .pending_since
-                .is_some_and(|s| now >= s + COALESCE || self.pending.len() >= MAX_PENDING)
+                .zip(self.pending_last)
+                .is_some_and(|(s, l)| {
+                    now >= s + COALESCE
+                        || now >= l + COALESCE_QUIET
+                        || self.pending.len() >= MAX_PENDING
+                })
                 && self.moves.is_empty()
             {
                 self.flush();
@@ -478,7 +490,9 @@ impl State {
 
     fn push(&mut self, p: Pending) {
         self.pending.push(p);
-        self.pending_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        self.pending_since.get_or_insert(now);
+        self.pending_last = Some(now);
     }
 
     fn push_change(
@@ -715,6 +729,7 @@ impl State {
     fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         self.pending_since = None;
+        self.pending_last = None;
         self.last_by_path.clear();
         for k in &self.keys {
             let w = &k.watch;
@@ -846,6 +861,7 @@ mod tests {
             by_path: HashMap::new(),
             pending: Vec::new(),
             pending_since: None,
+            pending_last: None,
             last_by_path: HashMap::new(),
             moves: HashMap::new(),
             synth: HashMap::new(),
