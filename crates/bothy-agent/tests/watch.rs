@@ -704,3 +704,41 @@ async fn a_client_that_falls_behind_gets_overflow_then_continues() {
     let ev = s.drain(QUIET).await;
     assert!(has(&ev, K::Create, &p(&dir, "after")), "{ev:#?}");
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn mounts_inside_the_tree_are_not_followed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root (mounts a tmpfs)");
+        return;
+    }
+    let (_t, dir) = tmp();
+    let m = dir.join("mnt");
+    std::fs::create_dir(&m).unwrap();
+    sh(&format!("mount -t tmpfs bothy-watch-test {}", m.display()));
+    let _guard = Mount(m.clone());
+    std::fs::create_dir(m.join("inner")).unwrap();
+    let app = app(&dir);
+    let mut s = Stream::open(&app, &query(&dir, "")).await;
+    s.ready().await;
+    std::fs::write(m.join("inner/x"), b"").unwrap();
+    std::fs::write(dir.join("y"), b"").unwrap();
+    let ev = s.drain(QUIET).await;
+    assert!(has(&ev, K::Create, &p(&dir, "y")), "{ev:#?}");
+    assert!(
+        ev.iter().all(|e| !e.path.starts_with(&p(&dir, "mnt/"))),
+        "{ev:#?}"
+    );
+}

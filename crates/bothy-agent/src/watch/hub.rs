@@ -442,10 +442,19 @@ impl State {
     }
 
     /// Watches `dir` and every wanted directory below it, reporting entries as `emit` says.
+    /// Stays on one file system, like `find -xdev`: a mount inside the tree (`/proc` under a
+    /// watch of `/`) is reported as a directory but not followed.
     fn ensure_tree(&mut self, dir: &Path, emit: Emit) {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
+        use std::os::unix::fs::MetadataExt;
+        let mut stack: Vec<(PathBuf, Option<u64>)> = vec![(dir.to_path_buf(), None)];
+        while let Some((d, parent_dev)) = stack.pop() {
             if !self.wanted_dir(&d) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&d) else {
+                continue;
+            };
+            if parent_dev.is_some_and(|p| p != meta.dev()) {
                 continue;
             }
             match self.add_watch(&d) {
@@ -482,7 +491,7 @@ impl State {
                     self.push_change(WatchEventKind::Create, path, is_dir, unless_covers);
                 }
                 if is_dir {
-                    stack.push(p);
+                    stack.push((p, Some(meta.dev())));
                 }
             }
         }
