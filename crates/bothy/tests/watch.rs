@@ -338,3 +338,84 @@ async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> WatchEve
         .expect("cli still running");
     serde_json::from_str::<WatchEvent>(&line).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_ends_the_watch_and_resuming_after_it_gets_resync() {
+    let Some(d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    let c = &d.client;
+    c.put_sandbox("s", &CreateSandbox::default()).await.unwrap();
+    sh(c, "s", "mkdir -p /workspace/d").await;
+    let (mut s, _) = open(c, "s", at("d")).await;
+    sh(c, "s", "touch /workspace/d/before").await;
+    let ev = drain(&mut s, QUIET).await;
+    let cursor = ev.last().expect("events").cursor.clone();
+
+    // The CLI too: it ends instead of waking the sandbox again.
+    let mut cli = d
+        .cli()
+        .args(["watch", "s", "d", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(recv(&mut rx).await.kind, K::Ready);
+
+    c.sleep_sandbox("s").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.next().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends when the sandbox sleeps");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = cli.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "bothy watch did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let info = c.get_sandbox("s").await.unwrap();
+    assert_eq!(
+        info.state.as_str(),
+        "sleeping",
+        "bothy watch did not wake it"
+    );
+
+    // The watch lived in the agent's memory: a cursor from before is answered with resync.
+    let (mut s, ready) = open(
+        c,
+        "s",
+        WatchOptions {
+            cursor: Some(cursor),
+            ..at("d")
+        },
+    )
+    .await;
+    assert_eq!(ready.resumed, Some(false));
+    let r = next(&mut s, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (r.kind, r.reason.as_deref()),
+        (K::Resync, Some("unknown_cursor"))
+    );
+    sh(c, "s", "touch /workspace/d/after").await;
+    let ev = drain(&mut s, QUIET).await;
+    assert!(has(&ev, K::Create, "/workspace/d/after"), "{ev:#?}");
+}

@@ -90,6 +90,17 @@ pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
         if reconnects >= 5 {
             anyhow::bail!("the watch stream keeps closing");
         }
+        // A sandbox put to sleep ends the stream; reconnecting would wake it again.
+        if let Ok(info) = c.get_sandbox(&a.name).await {
+            if info.state == bothy_api::sandbox::SandboxState::Sleeping {
+                eprintln!(
+                    "bothy watch: {} went to sleep; resume with --cursor {}",
+                    a.name,
+                    opts.cursor.as_deref().unwrap_or("")
+                );
+                return Ok(1);
+            }
+        }
         reconnects += 1;
         eprintln!(
             "bothy watch: stream closed, resuming from {}",
