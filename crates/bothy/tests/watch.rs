@@ -374,12 +374,7 @@ async fn sleep_ends_the_watch_and_resuming_after_it_gets_resync() {
 
     c.sleep_sandbox("s").await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match s.next().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = s.next().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream ends when the sandbox sleeps");
