@@ -414,3 +414,57 @@ async fn sleep_ends_the_watch_and_resuming_after_it_gets_resync() {
     let ev = drain(&mut s, QUIET).await;
     assert!(has(&ev, K::Create, "/workspace/d/after"), "{ev:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clone_is_reported_file_by_file() {
+    let Some(d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    let c = &d.client;
+    c.put_sandbox("g", &CreateSandbox::default()).await.unwrap();
+    let has_git = c
+        .exec(
+            "g",
+            &ExecRequest {
+                shell: Some("command -v git".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .exit_code
+        == Some(0);
+    if !has_git {
+        eprintln!("SKIPPED git_clone_is_reported_file_by_file: no git in the sandbox image");
+        return;
+    }
+    sh(
+        c,
+        "g",
+        "mkdir -p /tmp/src/a/b /workspace/c && cd /tmp/src && git init -q \
+         && for i in $(seq 1 60); do echo $i > a/b/f$i; done && echo top > top \
+         && git add . && git -c user.email=t@t -c user.name=t commit -qm init",
+    )
+    .await;
+    let (mut s, _) = open(c, "g", at("c")).await;
+    sh(c, "g", "git clone -q /tmp/src /workspace/c/repo").await;
+    let ev = drain(&mut s, QUIET).await;
+    let mut expected = vec![
+        "repo".to_string(),
+        "repo/a".into(),
+        "repo/a/b".into(),
+        "repo/top".into(),
+    ];
+    expected.extend((1..=60).map(|i| format!("repo/a/b/f{i}")));
+    for rel in &expected {
+        assert!(
+            has(&ev, K::Create, &format!("/workspace/c/{rel}")),
+            "{rel} not reported: {} events",
+            ev.len()
+        );
+    }
+    assert!(
+        ev.iter().all(|e| !e.path.contains("/.git")),
+        ".git is excluded by default"
+    );
+}
