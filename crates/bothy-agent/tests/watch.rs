@@ -742,3 +742,40 @@ async fn mounts_inside_the_tree_are_not_followed() {
         "{ev:#?}"
     );
 }
+
+#[tokio::test]
+async fn distinct_watches_are_capped_with_a_clear_error() {
+    let (_t, dir) = tmp();
+    let app = app(&dir);
+    let max = bothy_agent::watch::hub::MAX_WATCHES;
+    for i in 0..max {
+        let q = query(&dir, &format!("&exclude=x{i}"));
+        let resp = app
+            .clone()
+            .oneshot(
+                http::Request::get(format!("/v1/watch/changes?{q}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "watch {i}");
+    }
+    let q = query(&dir, "&exclude=one-too-many");
+    let resp = app
+        .clone()
+        .oneshot(
+            http::Request::get(format!("/v1/watch?{q}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let e: bothy_api::ApiError = serde_json::from_slice(&body).unwrap();
+    assert!(e.message.contains("too many"), "{}", e.message);
+    // An existing watch is still shared.
+    let mut s = Stream::open(&app, &query(&dir, "&exclude=x0")).await;
+    s.ready().await;
+}

@@ -51,6 +51,8 @@ pub const COALESCE_QUIET: Duration = Duration::from_millis(2);
 pub const MOVE_WAIT: Duration = Duration::from_millis(2);
 /// A watch nobody streams or polls is dropped after this long.
 pub const IDLE_TTL: Duration = Duration::from_secs(300);
+/// Distinct watches (keys) one agent keeps at most; each holds up to a full event log.
+pub const MAX_WATCHES: usize = 256;
 /// Pending events beyond which the batch is flushed early.
 const MAX_PENDING: usize = 50_000;
 /// A listed path whose real `IN_CREATE` has not come within this long is forgotten.
@@ -79,6 +81,8 @@ pub enum HubError {
         #[source]
         source: std::io::Error,
     },
+    #[error("too many distinct watches ({MAX_WATCHES}); close some or share one")]
+    TooMany,
     #[error("the watch service stopped")]
     Gone,
 }
@@ -393,6 +397,9 @@ impl State {
     fn open(&mut self, key: WatchKey, excludes: Globs) -> Result<Arc<Watch>, HubError> {
         if let Some(w) = self.table().live.get(&key) {
             return Ok(w.clone());
+        }
+        if self.table().by_id.len() >= MAX_WATCHES {
+            return Err(HubError::TooMany);
         }
         let root: Arc<Path> = Arc::from(key.root.as_path());
         let root_wd = self.add_watch(&root).map_err(|e| HubError::Root {

@@ -166,6 +166,7 @@ fn hub_error(e: HubError) -> AgentError {
             ErrorCode::SandboxUnavailable,
             format!("cannot start file watching: {source} (inotify instances exhausted?)"),
         ),
+        HubError::TooMany => AgentError::new(ErrorCode::SandboxUnavailable, e.to_string()),
         HubError::Gone => AgentError::internal(e.to_string()),
     }
 }
