@@ -468,3 +468,47 @@ async fn git_clone_is_reported_file_by_file() {
         ".git is excluded by default"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_keeps_the_sandbox_awake() {
+    let Some(d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    let c = &d.client;
+    let spec = CreateSandbox {
+        sleep_after: Some(1),
+        ..Default::default()
+    };
+    c.put_sandbox("awake", &spec).await.unwrap();
+    c.put_sandbox("idle", &spec).await.unwrap();
+    let (mut s, _) = open(c, "awake", at("/workspace")).await;
+    let c2 = c.clone();
+    assert!(
+        bothy_testkit::wait_until(Duration::from_secs(15), || {
+            let c = c2.clone();
+            async move { c.get_sandbox("idle").await.unwrap().state.as_str() == "sleeping" }
+        })
+        .await,
+        "the sandbox without a watch falls asleep"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        c.get_sandbox("awake").await.unwrap().state.as_str(),
+        "running",
+        "an open watch is activity"
+    );
+    // Still delivering.
+    sh(c, "awake", "touch /workspace/still").await;
+    let ev = drain(&mut s, QUIET).await;
+    assert!(has(&ev, K::Create, "/workspace/still"));
+    drop(s);
+    let c2 = c.clone();
+    assert!(
+        bothy_testkit::wait_until(Duration::from_secs(15), || {
+            let c = c2.clone();
+            async move { c.get_sandbox("awake").await.unwrap().state.as_str() == "sleeping" }
+        })
+        .await,
+        "closing the watch lets it sleep"
+    );
+}
