@@ -328,22 +328,32 @@ impl State {
                 self.read_events(&mut buf);
             }
             let now = Instant::now();
-            self.resolve_moves(Some(now));
-            if self
-                .pending_since
-                .zip(self.pending_last)
-                .is_some_and(|(s, l)| {
-                    now >= s + COALESCE
-                        || now >= l + COALESCE_QUIET
-                        || self.pending.len() >= MAX_PENDING
-                })
-                && self.moves.is_empty()
-            {
-                self.flush();
-            }
+            self.tick(now);
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
+            }
+        }
+    }
+
+    /// Delivers the pending batch if its time has come (see the module docs).
+    fn tick(&mut self, now: Instant) {
+        self.resolve_moves(Some(now));
+        let (due, overdue) = match (self.pending_since, self.pending_last) {
+            (Some(s), Some(l)) => {
+                let overdue = now >= s + COALESCE || self.pending.len() >= MAX_PENDING;
+                (overdue || now >= l + COALESCE_QUIET, overdue)
+            }
+            _ => (false, false),
+        };
+        if due {
+            if overdue {
+                // A stream of moves out of the tree must not hold the batch back forever:
+                // a pair split across the cap is reported as delete + create.
+                self.resolve_moves(None);
+            }
+            if self.moves.is_empty() {
+                self.flush();
             }
         }
     }
@@ -372,7 +382,8 @@ impl State {
                     return;
                 }
             }
-            if self.pending.len() >= MAX_PENDING && self.moves.is_empty() {
+            if self.pending.len() >= MAX_PENDING {
+                self.resolve_moves(None);
                 self.flush();
             }
         }
@@ -958,6 +969,30 @@ mod tests {
                 .iter()
                 .any(|e| e.kind == WatchEventKind::Create && e.path.ends_with("/late/x")),
             "{after:?}"
+        );
+    }
+
+    #[test]
+    fn moves_out_in_a_row_do_not_hold_the_batch_back() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let mut st = state();
+        let (k, g) = key(&root);
+        let w = st.open(k, g).unwrap();
+        let root_wd = *st.by_path.get(root.as_path()).unwrap();
+        st.raw(root_wd, ReadFlags::CREATE, 0, Some(b"marker"));
+        // Moves out keep arriving, each younger than MOVE_WAIT when the loop looks.
+        let mut cookie = 1;
+        let deadline = Instant::now() + COALESCE + Duration::from_millis(5);
+        while Instant::now() < deadline {
+            st.raw(root_wd, ReadFlags::MOVED_FROM, cookie, Some(b"gone"));
+            cookie += 1;
+            st.tick(Instant::now());
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            w.head() > 0,
+            "the batch was held back past the coalescing cap"
         );
     }
 
