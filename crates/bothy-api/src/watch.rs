@@ -41,7 +41,8 @@ pub enum WatchEventKind {
     /// The cursor given on resume is outside the retention window (or unknown, e.g. the agent
     /// restarted): rescan, then keep consuming events.
     Resync,
-    /// The watched directory was deleted, moved away or unmounted; the stream ends.
+    /// The watched directory was deleted, moved away or unmounted (or, `failed`, the watch
+    /// service broke: reconnect); the stream ends.
     Stopped,
 }
 
@@ -104,7 +105,7 @@ pub struct WatchEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<bool>,
     /// Machine reason of `overflow`, `resync` and `stopped` (`kernel_queue`, `client_lag`,
-    /// `watch_limit`, `expired`, `unknown_cursor`, `deleted`, `moved`, `unmounted`).
+    /// `watch_limit`, `expired`, `unknown_cursor`, `deleted`, `moved`, `unmounted`, `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What to do about it, for humans.

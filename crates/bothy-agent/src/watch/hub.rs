@@ -31,7 +31,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,8 @@ pub struct Hub {
     cmd_tx: mpsc::Sender<Cmd>,
     wake: Arc<OwnedFd>,
     table: Arc<Mutex<Table>>,
+    /// Cleared when the thread ends (a panic included), so the service can start another.
+    alive: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -118,7 +120,9 @@ impl Hub {
             Arc::new(eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).map_err(io)?);
         let table = Arc::new(Mutex::new(Table::default()));
         let (cmd_tx, cmd_rx) = mpsc::channel();
+        let alive = Arc::new(AtomicBool::new(true));
         let state = State {
+            alive: alive.clone(),
             fd,
             wake: wake.clone(),
             cmds: cmd_rx,
@@ -142,7 +146,12 @@ impl Hub {
             cmd_tx,
             wake,
             table,
+            alive,
         })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -260,6 +269,7 @@ enum Emit {
 }
 
 struct State {
+    alive: Arc<AtomicBool>,
     fd: OwnedFd,
     wake: Arc<OwnedFd>,
     cmds: mpsc::Receiver<Cmd>,
@@ -868,6 +878,25 @@ impl State {
     }
 }
 
+/// However the thread ends (a bug that panics included), every open stream is told with
+/// `stopped` (`failed`) rather than left waiting on a dead watch; clients reconnect and get a
+/// fresh hub (and `resync`).
+impl Drop for State {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+        for k in &self.keys {
+            k.watch.append([Entry {
+                seq: 0,
+                kind: WatchEventKind::Stopped,
+                path: Arc::from(k.watch.key.root.as_path()),
+                from: None,
+                is_dir: true,
+                reason: Some("failed"),
+            }]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -879,6 +908,7 @@ mod tests {
         let wake = Arc::new(eventfd(0, EventfdFlags::NONBLOCK).unwrap());
         let (_tx, cmds) = mpsc::channel();
         State {
+            alive: Arc::new(AtomicBool::new(true)),
             fd,
             wake,
             cmds,
@@ -994,6 +1024,29 @@ mod tests {
             w.head() > 0,
             "the batch was held back past the coalescing cap"
         );
+    }
+
+    #[test]
+    fn a_dying_hub_stops_its_streams() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let mut st = state();
+        let alive = st.alive.clone();
+        let (k, g) = key(&root);
+        let w = st.open(k, g).unwrap();
+        drop(st);
+        assert!(!alive.load(Ordering::Acquire));
+        assert!(w.is_stopped());
+        let mut r = super::super::log::Reader::new(
+            w.clone(),
+            0,
+            super::super::filter::ClientFilter::new(&[], None).unwrap(),
+        );
+        w.users.fetch_add(1, Ordering::AcqRel);
+        let ev = r.read(10);
+        assert_eq!(ev[0].kind, WatchEventKind::Stopped);
+        assert_eq!(ev[0].reason.as_deref(), Some("failed"));
+        assert!(r.done);
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn message_for(reason: &str) -> &'static str {
         "deleted" => "the watched directory was deleted",
         "moved" => "the watched directory was moved away",
         "unmounted" => "the watched directory's file system was unmounted",
+        "failed" => "the watch service failed; reconnect with the last cursor (expect resync)",
         _ => "rescan the directory",
     }
 }

@@ -57,7 +57,7 @@ pub struct WatchService {
 impl WatchService {
     fn hub(&self) -> Result<Arc<Hub>, AgentError> {
         let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = hub.as_ref() {
+        if let Some(h) = hub.as_ref().filter(|h| h.is_alive()) {
             return Ok(h.clone());
         }
         let h = Arc::new(Hub::start().map_err(hub_error)?);

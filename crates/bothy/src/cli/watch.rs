@@ -84,6 +84,9 @@ pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
             opts.cursor = Some(ev.cursor.clone());
             print_event(&ev, a.json);
             if ev.kind == WatchEventKind::Stopped {
+                if ev.reason.as_deref() == Some("failed") {
+                    break; // the agent's watch service restarted: reconnect
+                }
                 return Ok(0);
             }
         }
