@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod interp;
 pub mod proctree;
 pub mod reaper;
 pub mod server;

@@ -47,6 +47,7 @@ pub fn router(state: AgentState) -> Router {
         // Feature modules (each owns its routes and state):
         .merge(crate::exec::routes(&state))
         .merge(crate::files::routes(&state))
+        .merge(crate::interp::routes(&state))
         .merge(crate::watch::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             bothy_api::MAX_JSON_BODY,

@@ -27,6 +27,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Timeout,
     SandboxUnavailable,
+    /// A language runtime the request needs (python3, node) is not installed in the sandbox.
+    RuntimeNotFound,
+    /// The sandbox is at a resource limit (processes, memory); retry later.
+    ResourceExhausted,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -46,10 +50,11 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             AlreadyExists | Conflict => 409,
             Timeout => 408,
+            RuntimeNotFound => 422,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             BadGateway => 502,
-            SandboxUnavailable => 503,
+            SandboxUnavailable | ResourceExhausted => 503,
             Internal | Unknown => 500,
         }
     }
@@ -78,6 +83,8 @@ impl ErrorCode {
             UnsupportedMediaType => "unsupported_media_type",
             Timeout => "timeout",
             SandboxUnavailable => "sandbox_unavailable",
+            RuntimeNotFound => "runtime_not_found",
+            ResourceExhausted => "resource_exhausted",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",

@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod interp;
 pub mod name;
 pub mod path;
 pub mod sandbox;

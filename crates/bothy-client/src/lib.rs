@@ -7,6 +7,7 @@
 
 mod conn;
 mod error;
+pub mod interp;
 pub mod sandboxes;
 pub mod sse;
 pub mod watch;

@@ -237,8 +237,14 @@ async fn bombs_stay_inside_their_sandbox() {
     let fork = tokio::spawn(async move {
         c.exec(
             "bomb",
+            // The root (bash, which survives a failed fork where dash exits) spins without
+            // forking, so only the timeout ends it, and with it the whole tree.
             &ExecRequest {
-                shell: Some("bomb() { bomb | bomb & }; bomb; sleep 30".into()),
+                argv: Some(vec![
+                    "bash".into(),
+                    "-c".into(),
+                    "bomb() { bomb | bomb & }; bomb; while :; do :; done".into(),
+                ]),
                 timeout_ms: Some(4000),
                 ..Default::default()
             },

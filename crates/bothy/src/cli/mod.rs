@@ -7,6 +7,7 @@ mod cp;
 mod exec;
 mod image;
 mod output;
+mod run;
 mod sandbox;
 mod serve;
 mod watch;
@@ -42,6 +43,8 @@ enum Command {
     Info(sandbox::NameArgs),
     /// Run a command in a sandbox; streams its output and exits with its exit code.
     Exec(exec::Args),
+    /// Run Python, JavaScript or TypeScript in a persistent interpreter context of a sandbox.
+    Run(run::Args),
     /// Copy files between the host and a sandbox: `bothy cp ./a demo:/workspace/a`.
     Cp(cp::Args),
     /// Put a sandbox to sleep (stop its processes, keep its disk).
@@ -110,6 +113,7 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ls(a) => sandbox::ls(&c, a).await,
         Command::Info(a) => sandbox::info(&c, a).await,
         Command::Exec(a) => exec::run(&c, a).await,
+        Command::Run(a) => run::run(&c, a).await,
         Command::Cp(a) => cp::run(&c, a).await,
         Command::Sleep(a) => sandbox::sleep(&c, a).await,
         Command::Wake(a) => sandbox::wake(&c, a).await,
