@@ -19,6 +19,7 @@ pub mod server;
 pub mod sse;
 pub mod terminals;
 pub mod time;
+pub mod watch;
 
 pub use error::AgentError;
 pub use server::{router, run, AgentState};

@@ -49,6 +49,7 @@ pub fn router(state: AgentState) -> Router {
         .merge(crate::files::routes(&state))
         .merge(crate::terminals::routes(&state))
         .merge(crate::interp::routes(&state))
+        .merge(crate::watch::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             bothy_api::MAX_JSON_BODY,
         ))

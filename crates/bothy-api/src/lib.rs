@@ -15,6 +15,7 @@ pub mod path;
 pub mod sandbox;
 pub mod terminal;
 pub mod time;
+pub mod watch;
 
 pub use data::{Data, Encoding};
 pub use error::{ApiError, ErrorCode};

@@ -11,6 +11,7 @@ pub mod interp;
 pub mod sandboxes;
 pub mod sse;
 pub mod terminals;
+pub mod watch;
 
 pub use conn::Endpoint;
 pub use error::ClientError;

@@ -11,6 +11,7 @@ mod run;
 mod sandbox;
 mod serve;
 mod shell;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,8 @@ enum Command {
     /// Images: list, import.
     #[command(subcommand)]
     Image(image::Command),
+    /// Watch a directory in a sandbox and print its changes as they happen.
+    Watch(watch::Args),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -121,6 +124,7 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Image(a) => image::run(&c, a).await,
         Command::Shell(a) => shell::run(&c, a).await,
         Command::Status(a) => sandbox::status(&c, a).await,
+        Command::Watch(a) => watch::run(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }
