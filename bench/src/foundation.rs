@@ -59,6 +59,9 @@ pub struct Args {
     /// Sandboxes created in parallel by `memory` and `scale`.
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// `scale` runs an exec in every Nth sandbox (default 50).
+    #[arg(long)]
+    pub exec_every: Option<usize>,
 }
 
 /// How much each metric does.
@@ -68,6 +71,7 @@ struct Sizes {
     idle: usize,
     max: usize,
     parallel: usize,
+    exec_every: usize,
     settle: Duration,
 }
 
@@ -84,6 +88,7 @@ impl Sizes {
             idle: a.idle.unwrap_or(idle),
             max: a.max.unwrap_or(max),
             parallel: a.parallel.unwrap_or(8).max(1),
+            exec_every: a.exec_every.unwrap_or(50).max(1),
             settle,
         }
     }
@@ -195,6 +200,21 @@ where
     .buffered(parallel)
     .collect()
     .await
+}
+
+/// Adds the daemon's distinct warnings and errors (up to 10) to the report's notes.
+fn daemon_log_problems(d: &TestDaemon, report: &mut Report) {
+    let mut seen = std::collections::BTreeSet::new();
+    for line in d.log().lines() {
+        if !(line.contains("WARN") || line.contains("ERROR")) {
+            continue;
+        }
+        // Drop the timestamp so repeats collapse.
+        let text = line.split_once(' ').map_or(line, |(_, rest)| rest).trim();
+        if seen.len() < 10 && seen.insert(text.to_string()) {
+            report.notes.push(format!("daemon log: {text}"));
+        }
+    }
 }
 
 impl Bench<'_> {
@@ -386,11 +406,13 @@ impl Bench<'_> {
         // Baseline first, in a cgroup of our own.
         let mut cg = host::BenchCgroup::create("idle")?;
         let before = host::mem_available_settled().await?;
+        let kbefore = host::kernel_memory()?;
         for _ in 0..n {
             cg.spawn_idle_unshare()?;
         }
         tokio::time::sleep(self.sizes.settle).await;
         let after = host::mem_available_settled().await?;
+        let base_kernel = mib(host::kernel_memory()?.saturating_sub(kbefore) as f64);
         let pids = cg.pids();
         if pids.len() < 2 * n {
             bail!(
@@ -407,9 +429,11 @@ impl Bench<'_> {
 
         let names: Vec<String> = (0..n).map(|i| format!("idle-{i}")).collect();
         let before = host::mem_available_settled().await?;
+        let kbefore = host::kernel_memory()?;
         self.create_all(&names).await?;
         tokio::time::sleep(self.sizes.settle).await;
         let after = host::mem_available_settled().await?;
+        let kernel = mib(host::kernel_memory()?.saturating_sub(kbefore) as f64);
         let parent = &self.d.cgroup_parent;
         let avail = mib(before.saturating_sub(after) as f64);
         let cgm = mib(host::cgroup_memory(parent)? as f64);
@@ -439,6 +463,13 @@ impl Bench<'_> {
             )
             .baseline(Stat::value(base_pss, Unit::MiB)),
         );
+        report.rows.push(
+            Row::new(
+                "  kernel memory (SUnreclaim + KernelStack + PageTables) per sandbox",
+                Stat::value(kernel, Unit::MiB),
+            )
+            .baseline(Stat::value(base_kernel, Unit::MiB)),
+        );
         Ok(())
     }
 
@@ -448,6 +479,7 @@ impl Bench<'_> {
         let c = self.c();
         let names: Vec<String> = (0..max).map(|i| format!("s-{i}")).collect();
         let before = host::mem_available_settled().await?;
+        let kbefore = host::kernel_memory()?;
         let t0 = Instant::now();
         let mut created = Vec::new();
         let mut errors: BTreeMap<String, usize> = BTreeMap::new();
@@ -493,7 +525,7 @@ impl Bench<'_> {
             .count();
         let mut sampled = 0;
         let mut sample_ok = 0;
-        for name in created.iter().step_by(50) {
+        for name in created.iter().step_by(self.sizes.exec_every) {
             sampled += 1;
             match c.exec(name, &argv(&["echo", "ok"])).await {
                 Ok(r) if r.exit_code == Some(0) && r.stdout == "ok\n" => sample_ok += 1,
@@ -507,6 +539,7 @@ impl Bench<'_> {
             .unwrap_or_default();
         tokio::time::sleep(self.sizes.settle.min(Duration::from_secs(2))).await;
         let after = host::mem_available_settled().await?;
+        let kernel = host::kernel_memory()?.saturating_sub(kbefore);
         let cg_mem = host::cgroup_memory(&self.d.cgroup_parent).unwrap_or(0);
 
         let t1 = Instant::now();
@@ -537,7 +570,10 @@ impl Bench<'_> {
             Stat::durations(&create_times),
         ));
         report.rows.push(Row::new(
-            format!("  exec `echo ok` in every 50th: ok of {sampled}"),
+            format!(
+                "  exec `echo ok` in every {}th: ok of {sampled}",
+                self.sizes.exec_every
+            ),
             Stat::value(sample_ok as f64, Unit::Count),
         ));
         report.rows.push(Row::new(
@@ -548,8 +584,12 @@ impl Bench<'_> {
             ),
         ));
         report.rows.push(Row::new(
-            format!("  cgroup memory total at {} (MiB)", created.len()),
-            Stat::value(cg_mem as f64 / (1024.0 * 1024.0), Unit::MiB),
+            format!("  cgroup memory per sandbox at {}", created.len()),
+            Stat::value(cg_mem as f64 / nc / (1024.0 * 1024.0), Unit::MiB),
+        ));
+        report.rows.push(Row::new(
+            format!("  kernel memory per sandbox at {}", created.len()),
+            Stat::value(kernel as f64 / nc / (1024.0 * 1024.0), Unit::MiB),
         ));
         report.rows.push(Row::new(
             format!("  daemon open fds at {}", created.len()),
@@ -563,6 +603,9 @@ impl Bench<'_> {
             format!("  time to destroy all {}", created.len()),
             Stat::value(delete_total.as_secs_f64(), Unit::Seconds),
         ));
+        if !errors.is_empty() {
+            daemon_log_problems(self.d, report);
+        }
         for (e, count) in errors {
             report.notes.push(format!("scale: {count}× {e}"));
         }

@@ -38,6 +38,25 @@ fn meminfo_field(s: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Kernel memory that no cgroup or process accounts for well, in bytes:
+/// `SUnreclaim + KernelStack + PageTables` from `/proc/meminfo` (namespaces, mounts, sockets,
+/// page tables). Less disturbed by other work on the host than `MemAvailable`.
+pub fn kernel_memory() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    ["SUnreclaim", "KernelStack", "PageTables"]
+        .iter()
+        .map(|k| meminfo_field(&s, k).with_context(|| format!("no {k} in /proc/meminfo")))
+        .sum()
+}
+
+/// The 1-minute load average (other work on the machine skews every number).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Median of a few `MemAvailable` readings 200 ms apart (it moves with other work on the host).
 pub async fn mem_available_settled() -> Result<u64> {
     let mut v = Vec::new();

@@ -58,9 +58,9 @@ async fn main() -> Result<()> {
         .unwrap_or(Suite::Foundation(foundation::Args::default()));
     println!("{}", machine());
     println!(
-        "bothy-bench {}{}",
+        "bothy-bench {}; load average at start {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" "),
-        if cli.quick { " (quick)" } else { "" }
+        host::loadavg()
     );
     let mut rep = Report::default();
     let run = async {
@@ -73,6 +73,7 @@ async fn main() -> Result<()> {
         r = run => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    println!("load average at end {}", host::loadavg());
     println!();
     print!("{}", report::table(&rep.rows));
     for n in &rep.notes {
