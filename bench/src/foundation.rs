@@ -59,6 +59,9 @@ pub struct Args {
     /// Sandboxes created in parallel by `memory` and `scale`.
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Rounds of `memory` (baseline and bothy alternate; medians are reported).
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// `scale` runs an exec in every Nth sandbox (default 50).
     #[arg(long)]
     pub exec_every: Option<usize>,
@@ -72,6 +75,7 @@ struct Sizes {
     max: usize,
     parallel: usize,
     exec_every: usize,
+    mem_rounds: usize,
     settle: Duration,
 }
 
@@ -89,6 +93,7 @@ impl Sizes {
             max: a.max.unwrap_or(max),
             parallel: a.parallel.unwrap_or(8).max(1),
             exec_every: a.exec_every.unwrap_or(50).max(1),
+            mem_rounds: a.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1),
             settle,
         }
     }
@@ -200,6 +205,15 @@ where
     .buffered(parallel)
     .collect()
     .await
+}
+
+/// Per-sandbox memory of each round, MiB.
+#[derive(Default)]
+struct MemRounds {
+    avail: Vec<f64>,
+    cgroup: Vec<f64>,
+    pss: Vec<f64>,
+    kernel: Vec<f64>,
 }
 
 /// Adds the daemon's distinct warnings and errors (up to 10) to the report's notes.
@@ -398,78 +412,84 @@ impl Bench<'_> {
     }
 
     /// Metric 4: (MemAvailable before − after) / N for N idle sandboxes vs N idle `unshare`d
-    /// `sleep`s, plus cgroup memory and PSS per sandbox.
+    /// `sleep`s, plus cgroup memory, PSS and kernel memory per sandbox. `MemAvailable` moves
+    /// with everything else the machine does, so baseline and bothy alternate for a few rounds
+    /// and the medians are reported.
     async fn memory(&self, report: &mut Report) -> Result<()> {
         let n = self.sizes.idle;
-        let mib = |b: f64| b / n as f64 / (1024.0 * 1024.0);
+        let mib = |b: u64| b as f64 / n as f64 / (1024.0 * 1024.0);
+        let (mut base, mut bothy) = (MemRounds::default(), MemRounds::default());
+        for round in 0..self.sizes.mem_rounds {
+            // Baseline, in a cgroup of our own.
+            let mut cg = host::BenchCgroup::create("idle")?;
+            let before = host::mem_available_settled().await?;
+            let kbefore = host::kernel_memory()?;
+            for _ in 0..n {
+                cg.spawn_idle_unshare()?;
+            }
+            tokio::time::sleep(self.sizes.settle).await;
+            let after = host::mem_available_settled().await?;
+            let kafter = host::kernel_memory()?;
+            let pids = cg.pids();
+            if pids.len() < 2 * n {
+                bail!(
+                    "expected {} baseline processes, found {}",
+                    2 * n,
+                    pids.len()
+                );
+            }
+            base.avail.push(mib(before.saturating_sub(after)));
+            base.kernel.push(mib(kafter.saturating_sub(kbefore)));
+            base.cgroup.push(mib(cg.memory()?));
+            base.pss.push(mib(host::pss(&pids)));
+            drop(cg);
+            tokio::time::sleep(Duration::from_secs(1)).await;
 
-        // Baseline first, in a cgroup of our own.
-        let mut cg = host::BenchCgroup::create("idle")?;
-        let before = host::mem_available_settled().await?;
-        let kbefore = host::kernel_memory()?;
-        for _ in 0..n {
-            cg.spawn_idle_unshare()?;
+            let names: Vec<String> = (0..n).map(|i| format!("idle-{round}-{i}")).collect();
+            let before = host::mem_available_settled().await?;
+            let kbefore = host::kernel_memory()?;
+            self.create_all(&names).await?;
+            tokio::time::sleep(self.sizes.settle).await;
+            let after = host::mem_available_settled().await?;
+            let kafter = host::kernel_memory()?;
+            let parent = &self.d.cgroup_parent;
+            bothy.avail.push(mib(before.saturating_sub(after)));
+            bothy.kernel.push(mib(kafter.saturating_sub(kbefore)));
+            bothy.cgroup.push(mib(host::cgroup_memory(parent)?));
+            bothy.pss.push(mib(host::pss(&host::cgroup_pids(parent))));
+            for (r, _) in self.delete_all(&names).await {
+                r?;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(self.sizes.settle).await;
-        let after = host::mem_available_settled().await?;
-        let base_kernel = mib(host::kernel_memory()?.saturating_sub(kbefore) as f64);
-        let pids = cg.pids();
-        if pids.len() < 2 * n {
-            bail!(
-                "expected {} baseline processes, found {}",
-                2 * n,
-                pids.len()
-            );
-        }
-        let base_avail = mib(before.saturating_sub(after) as f64);
-        let base_cg = mib(cg.memory()? as f64);
-        let base_pss = mib(host::pss(&pids) as f64);
-        drop(cg);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-
-        let names: Vec<String> = (0..n).map(|i| format!("idle-{i}")).collect();
-        let before = host::mem_available_settled().await?;
-        let kbefore = host::kernel_memory()?;
-        self.create_all(&names).await?;
-        tokio::time::sleep(self.sizes.settle).await;
-        let after = host::mem_available_settled().await?;
-        let kernel = mib(host::kernel_memory()?.saturating_sub(kbefore) as f64);
-        let parent = &self.d.cgroup_parent;
-        let avail = mib(before.saturating_sub(after) as f64);
-        let cgm = mib(host::cgroup_memory(parent)? as f64);
-        let pss = mib(host::pss(&host::cgroup_pids(parent)) as f64);
-        for (r, _) in self.delete_all(&names).await {
-            r?;
-        }
+        let st = |v: &[f64]| Stat::of(v, Unit::MiB);
         report.rows.push(
             Row::new(
                 format!("host memory per idle sandbox, (MemAvailable before − after) / {n}"),
-                Stat::value(avail, Unit::MiB),
+                st(&bothy.avail),
             )
-            .baseline(Stat::value(base_avail, Unit::MiB))
+            .baseline(st(&base.avail))
             .target(Target::AtMost(3.0)),
         );
-        report.rows.push(
-            Row::new(
+        for (label, b, s) in [
+            (
                 "  cgroup memory usage per sandbox",
-                Stat::value(cgm, Unit::MiB),
-            )
-            .baseline(Stat::value(base_cg, Unit::MiB)),
-        );
-        report.rows.push(
-            Row::new(
+                &base.cgroup,
+                &bothy.cgroup,
+            ),
+            (
                 "  PSS of the sandbox's processes per sandbox",
-                Stat::value(pss, Unit::MiB),
-            )
-            .baseline(Stat::value(base_pss, Unit::MiB)),
-        );
-        report.rows.push(
-            Row::new(
+                &base.pss,
+                &bothy.pss,
+            ),
+            (
                 "  kernel memory (SUnreclaim + KernelStack + PageTables) per sandbox",
-                Stat::value(kernel, Unit::MiB),
-            )
-            .baseline(Stat::value(base_kernel, Unit::MiB)),
-        );
+                &base.kernel,
+                &bothy.kernel,
+            ),
+        ] {
+            report.rows.push(Row::new(label, st(s)).baseline(st(b)));
+        }
         Ok(())
     }
 
