@@ -417,7 +417,9 @@ impl Bench<'_> {
     /// and the medians are reported.
     async fn memory(&self, report: &mut Report) -> Result<()> {
         let n = self.sizes.idle;
-        let mib = |b: u64| b as f64 / n as f64 / (1024.0 * 1024.0);
+        // Signed: on a busy machine MemAvailable can grow meanwhile, and that shows as noise.
+        let mib = |b: f64| b / n as f64 / (1024.0 * 1024.0);
+        let drop_of = |before: u64, after: u64| mib(before as f64 - after as f64);
         let (mut base, mut bothy) = (MemRounds::default(), MemRounds::default());
         for round in 0..self.sizes.mem_rounds {
             // Baseline, in a cgroup of our own.
@@ -438,10 +440,10 @@ impl Bench<'_> {
                     pids.len()
                 );
             }
-            base.avail.push(mib(before.saturating_sub(after)));
-            base.kernel.push(mib(kafter.saturating_sub(kbefore)));
-            base.cgroup.push(mib(cg.memory()?));
-            base.pss.push(mib(host::pss(&pids)));
+            base.avail.push(drop_of(before, after));
+            base.kernel.push(drop_of(kafter, kbefore));
+            base.cgroup.push(mib(cg.memory()? as f64));
+            base.pss.push(mib(host::pss(&pids) as f64));
             drop(cg);
             tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -453,10 +455,12 @@ impl Bench<'_> {
             let after = host::mem_available_settled().await?;
             let kafter = host::kernel_memory()?;
             let parent = &self.d.cgroup_parent;
-            bothy.avail.push(mib(before.saturating_sub(after)));
-            bothy.kernel.push(mib(kafter.saturating_sub(kbefore)));
-            bothy.cgroup.push(mib(host::cgroup_memory(parent)?));
-            bothy.pss.push(mib(host::pss(&host::cgroup_pids(parent))));
+            bothy.avail.push(drop_of(before, after));
+            bothy.kernel.push(drop_of(kafter, kbefore));
+            bothy.cgroup.push(mib(host::cgroup_memory(parent)? as f64));
+            bothy
+                .pss
+                .push(mib(host::pss(&host::cgroup_pids(parent)) as f64));
             for (r, _) in self.delete_all(&names).await {
                 r?;
             }
@@ -559,7 +563,7 @@ impl Bench<'_> {
             .unwrap_or_default();
         tokio::time::sleep(self.sizes.settle.min(Duration::from_secs(2))).await;
         let after = host::mem_available_settled().await?;
-        let kernel = host::kernel_memory()?.saturating_sub(kbefore);
+        let kernel = host::kernel_memory()? as f64 - kbefore as f64;
         let cg_mem = host::cgroup_memory(&self.d.cgroup_parent).unwrap_or(0);
 
         let t1 = Instant::now();
@@ -599,7 +603,7 @@ impl Bench<'_> {
         report.rows.push(Row::new(
             format!("  host memory per sandbox at {}", created.len()),
             Stat::value(
-                before.saturating_sub(after) as f64 / nc / (1024.0 * 1024.0),
+                (before as f64 - after as f64) / nc / (1024.0 * 1024.0),
                 Unit::MiB,
             ),
         ));
@@ -609,7 +613,7 @@ impl Bench<'_> {
         ));
         report.rows.push(Row::new(
             format!("  kernel memory per sandbox at {}", created.len()),
-            Stat::value(kernel as f64 / nc / (1024.0 * 1024.0), Unit::MiB),
+            Stat::value(kernel / nc / (1024.0 * 1024.0), Unit::MiB),
         ));
         report.rows.push(Row::new(
             format!("  daemon open fds at {}", created.len()),
