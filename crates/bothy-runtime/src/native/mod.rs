@@ -83,6 +83,9 @@ impl Default for NativeConfig {
 pub struct NativeRuntime {
     cfg: NativeConfig,
     layout: Layout,
+    /// The daemon's `RLIMIT_NOFILE` before [`NativeRuntime::new`] raised it; sandbox inits get
+    /// it back.
+    sandbox_nofile: Option<libc::rlimit>,
 }
 
 impl NativeRuntime {
@@ -116,8 +119,24 @@ impl NativeRuntime {
             ));
         }
         sysctl::raise_limits();
+        // The daemon holds fds per running sandbox (a pidfd, pooled agent connections): under
+        // a service manager's usual soft limit of 1024 it ran out near 500 busy sandboxes
+        // (a pidfd that could not be opened left the agent unreaped and its cgroup busy).
+        // Sandboxes get the original limit back: programs that walk every possible fd slow
+        // down under a huge soft limit.
+        let sandbox_nofile = match sys::raise_nofile_limit() {
+            Ok(old) => Some(old),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit; continuing");
+                None
+            }
+        };
         tracing::debug!(?layout, "native runtime ready");
-        Ok(Self { cfg, layout })
+        Ok(Self {
+            cfg,
+            layout,
+            sandbox_nofile,
+        })
     }
 
     fn cgroups(&self, name: &SandboxName) -> cgroup::SandboxCgroups {
@@ -158,7 +177,12 @@ impl Runtime for NativeRuntime {
         cfg.validate().map_err(RuntimeError::Setup)?;
         cg.create(&spec.limits)?;
         spawn::prepare_dirs(&spec, self.cfg.uid_base)?;
-        let pid = match spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener) {
+        let pid = match spawn::run_init(
+            &self.cfg.init_binary,
+            &cfg,
+            &spec.agent_listener,
+            self.sandbox_nofile,
+        ) {
             Ok(pid) => pid,
             Err(e) => {
                 // Leave nothing running half-built.
