@@ -212,6 +212,8 @@ fn pid1(
         cvt(libc::unshare(libc::CLONE_NEWNS)).step("unshare locked mount namespace")?;
         cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)).step("no_new_privs")?;
     }
+    // Before exec: the agent (root) gets exactly the reduced bounding set.
+    super::caps::drop_bounding_set().step("drop capabilities")?;
     exec_agent(cfg)
 }
 

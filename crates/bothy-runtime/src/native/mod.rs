@@ -41,6 +41,7 @@ use bothy_api::SandboxName;
 
 use crate::{Runtime, RuntimeError, SandboxSpec, Started, Usage};
 
+mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod idmap;
