@@ -122,6 +122,17 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<Bytes, ClientError> {
+        let req = self.json_request(method, path, body)?;
+        collect_checked(self.send(req).await?).await
+    }
+
+    /// A request with an optional JSON body.
+    fn json_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Request<Body>, ClientError> {
         let mut b = self.request(method, path);
         let body = match body {
             Some(v) => {
@@ -130,16 +141,16 @@ impl Client {
             }
             None => empty(),
         };
-        let req = b
-            .body(body)
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
-        let resp = Self::check(self.send(req).await?).await?;
-        Ok(resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes())
+        b.body(body).map_err(|e| ClientError::Usage(e.to_string()))
+    }
+
+    /// Opens one connection that is kept alive for sequential requests ([`Connection`]).
+    /// The other methods open a fresh connection per request, which is what the CLI wants.
+    pub async fn connection(&self) -> Result<Connection, ClientError> {
+        Ok(Connection {
+            client: self.clone(),
+            sender: self.endpoint.connect().await?,
+        })
     }
 
     /// Opens an SSE stream (GET, or POST with a JSON body).
@@ -190,6 +201,53 @@ impl Client {
             .await
             .map_err(|e| ClientError::WebSocket(e.to_string()))?;
         Ok(ws)
+    }
+}
+
+/// Reads a whole reply, turning a non-2xx status into [`ClientError::Api`].
+async fn collect_checked(resp: Response<Incoming>) -> Result<Bytes, ClientError> {
+    Ok(Client::check(resp)
+        .await?
+        .into_body()
+        .collect()
+        .await
+        .map_err(ClientError::Http)?
+        .to_bytes())
+}
+
+/// One HTTP/1.1 connection to the daemon reused for sequential requests (keep-alive), for
+/// callers that make many small requests (benchmarks, loops). Not pooled: one request at a
+/// time, and a reply body must be read to its end before the next request is sent.
+pub struct Connection {
+    client: Client,
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+}
+
+impl Connection {
+    /// Sends a request (build it with [`Client::request`]) on this connection.
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
+        self.sender.ready().await.map_err(ClientError::Http)?;
+        self.sender
+            .send_request(req)
+            .await
+            .map_err(ClientError::Http)
+    }
+
+    /// [`Client::json`] on this connection.
+    pub async fn json<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let req = self.client.json_request(method, path, body)?;
+        let bytes = collect_checked(self.send(req).await?).await?;
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
 

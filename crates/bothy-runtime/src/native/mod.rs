@@ -92,6 +92,9 @@ impl Default for NativeConfig {
 pub struct NativeRuntime {
     cfg: NativeConfig,
     layout: Layout,
+    /// The daemon's `RLIMIT_NOFILE` before [`NativeRuntime::new`] raised it; sandbox inits get
+    /// it back.
+    sandbox_nofile: Option<libc::rlimit>,
 }
 
 impl NativeRuntime {
@@ -125,8 +128,24 @@ impl NativeRuntime {
             ));
         }
         sysctl::raise_limits();
+        // The daemon holds fds per running sandbox (a pidfd, pooled agent connections): under
+        // a service manager's usual soft limit of 1024 it ran out near 500 busy sandboxes
+        // (a pidfd that could not be opened left the agent unreaped and its cgroup busy).
+        // Sandboxes get the original limit back: programs that walk every possible fd slow
+        // down under a huge soft limit.
+        let sandbox_nofile = match sys::raise_nofile_limit() {
+            Ok(old) => Some(old),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit; continuing");
+                None
+            }
+        };
         tracing::debug!(?layout, "native runtime ready");
-        Ok(Self { cfg, layout })
+        Ok(Self {
+            cfg,
+            layout,
+            sandbox_nofile,
+        })
     }
 
     fn cgroups(&self, name: &SandboxName) -> cgroup::SandboxCgroups {
@@ -174,7 +193,14 @@ impl Runtime for NativeRuntime {
         let started = cg
             .create(&spec.limits)
             .and_then(|()| spawn::prepare_dirs(&spec, self.cfg.uid_base))
-            .and_then(|()| spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener))
+            .and_then(|()| {
+                spawn::run_init(
+                    &self.cfg.init_binary,
+                    &cfg,
+                    &spec.agent_listener,
+                    self.sandbox_nofile,
+                )
+            })
             .and_then(|pid| {
                 let start_time = proc::start_time(pid)
                     .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;

@@ -146,11 +146,13 @@ fn read_outputs(child: &mut Child, deadline: Instant) -> Result<(String, String)
     ))
 }
 
-/// Runs the init with `cfg`, handing it `listener` as fd 3; returns PID 1's host pid.
+/// Runs the init with `cfg`, handing it `listener` as fd 3 and setting `nofile` as its
+/// `RLIMIT_NOFILE` (the sandbox's, not the daemon's raised one); returns PID 1's host pid.
 pub fn run_init(
     init_binary: &Path,
     cfg: &InitConfig,
     listener: &impl AsRawFd,
+    nofile: Option<libc::rlimit>,
 ) -> Result<i32, RuntimeError> {
     let json = serde_json::to_vec(cfg)
         .map_err(|e| RuntimeError::Setup(format!("encode init config: {e}")))?;
@@ -163,9 +165,15 @@ pub fn run_init(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear();
-    // SAFETY: the closure only makes async-signal-safe syscalls (fcntl, dup2) in the child.
+    // SAFETY: the closure only makes async-signal-safe syscalls (setrlimit, fcntl, dup2) in
+    // the child.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(r) = nofile {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // Move both fds out of the way first so neither dup2 clobbers the other.
             let l = libc::fcntl(listener_fd, libc::F_DUPFD_CLOEXEC, 10);
             let c = libc::fcntl(cfg_fd, libc::F_DUPFD_CLOEXEC, 10);

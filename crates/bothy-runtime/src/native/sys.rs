@@ -305,6 +305,26 @@ pub unsafe fn fork() -> io::Result<libc::pid_t> {
     check(pid as libc::c_long).map(|p| p as libc::pid_t)
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit; returns the limits it had
+/// before (to hand back to children that should not inherit the raise).
+pub fn raise_nofile_limit() -> io::Result<libc::rlimit> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid out pointer.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) } as libc::c_long)?;
+    if old.rlim_cur < old.rlim_max {
+        let new = libc::rlimit {
+            rlim_cur: old.rlim_max,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: `new` is a valid rlimit; raising the soft limit up to the hard one is allowed.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } as libc::c_long)?;
+    }
+    Ok(old)
+}
+
 /// `waitpid(pid, 0)`, retrying on EINTR; returns the raw status.
 pub fn waitpid(pid: libc::pid_t) -> io::Result<i32> {
     let mut status = 0;
@@ -318,5 +338,22 @@ pub fn waitpid(pid: libc::pid_t) -> io::Result<i32> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raising_nofile_reaches_the_hard_limit_and_reports_the_old_one() {
+        let old = super::raise_nofile_limit().unwrap();
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `now` is a valid out pointer.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!(now.rlim_cur, now.rlim_max);
+        assert_eq!(old.rlim_max, now.rlim_max);
+        assert!(old.rlim_cur <= now.rlim_cur);
     }
 }
