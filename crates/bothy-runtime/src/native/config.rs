@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The fd number on which the init reads its JSON config (the agent listener is fd 3).
 pub const CONFIG_FD: i32 = 4;
 
+/// File descriptor on which the init finds the daemon's idmap user namespace, when
+/// [`InitConfig::idmap_userns_inherited`] says it was passed.
+pub const IDMAP_USERNS_FD: i32 = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitConfig {
     /// Sandbox name, used as the hostname.
@@ -21,6 +25,10 @@ pub struct InitConfig {
     pub state_dir: PathBuf,
     pub agent_binary: PathBuf,
     pub agent_args: Vec<String>,
+    /// The runtime passed its idmap user namespace on [`IDMAP_USERNS_FD`] (created once per
+    /// daemon); otherwise the init creates one itself.
+    #[serde(default)]
+    pub idmap_userns_inherited: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

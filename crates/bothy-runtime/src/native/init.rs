@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::config::{InitConfig, CONFIG_FD};
+use super::config::{InitConfig, CONFIG_FD, IDMAP_USERNS_FD};
 use super::{idmap, mounts, sys};
 
 /// A failed setup step: `"mount /proc: Operation not permitted (os error 1)"`.
@@ -98,7 +98,12 @@ fn run() -> Result<i32, InitError> {
     }
     // SAFETY: plain syscall.
     cvt(unsafe { libc::setsid() }).step("setsid")?;
-    let userns = if cfg.needs_idmap() {
+    let userns = if cfg.idmap_userns_inherited {
+        // SAFETY: the runtime passed its idmap user namespace on this fd (see spawn.rs), and
+        // nothing else in this process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(IDMAP_USERNS_FD) };
+        cfg.needs_idmap().then_some(fd)
+    } else if cfg.needs_idmap() {
         Some(idmap::userns_fd(cfg.uid_base).step("create idmap user namespace")?)
     } else {
         None

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::{InitConfig, CONFIG_FD};
+use super::config::{IDMAP_USERNS_FD, InitConfig, CONFIG_FD};
 use super::sys;
 use crate::{RuntimeError, SandboxSpec};
 
@@ -153,6 +153,7 @@ pub fn run_init(
     cfg: &InitConfig,
     listener: &impl AsRawFd,
     nofile: Option<libc::rlimit>,
+    idmap_userns: Option<std::os::fd::RawFd>,
 ) -> Result<i32, RuntimeError> {
     let json = serde_json::to_vec(cfg)
         .map_err(|e| RuntimeError::Setup(format!("encode init config: {e}")))?;
@@ -174,15 +175,30 @@ pub fn run_init(
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Move both fds out of the way first so neither dup2 clobbers the other.
+            // Move the fds out of the way first so no dup2 clobbers another.
             let l = libc::fcntl(listener_fd, libc::F_DUPFD_CLOEXEC, 10);
             let c = libc::fcntl(cfg_fd, libc::F_DUPFD_CLOEXEC, 10);
             if l < 0 || c < 0 {
                 return Err(io::Error::last_os_error());
             }
+            let u = match idmap_userns {
+                Some(fd) => {
+                    let u = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if u < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Some(u)
+                }
+                None => None,
+            };
             if libc::dup2(l, bothy_api::agent::AGENT_LISTEN_FD) < 0 || libc::dup2(c, CONFIG_FD) < 0
             {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(u) = u {
+                if libc::dup2(u, IDMAP_USERNS_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
