@@ -40,20 +40,25 @@ fn main() {
         ("stop_without_start_is_fine", stop_without_start_is_fine),
         ("timings", timings),
     ];
-    let mut failed = 0;
+    let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
         if filter.as_deref().is_some_and(|flt| !name.contains(flt)) {
             continue;
         }
         eprintln!("test {name} ...");
         match std::panic::catch_unwind(f) {
-            Ok(()) => eprintln!("test {name} ... ok"),
+            Ok(()) => {
+                eprintln!("test {name} ... ok");
+                passed += 1;
+            }
             Err(_) => {
                 eprintln!("test {name} ... FAILED");
                 failed += 1;
             }
         }
     }
+    // The closing line test runners and CI read.
+    println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
     }

@@ -104,6 +104,7 @@ mod tests {
             state_dir: "/s".into(),
             agent_binary: "/bin/bothy".into(),
             agent_args: vec!["agent".into()],
+            idmap_userns_inherited: false,
         }
     }
 

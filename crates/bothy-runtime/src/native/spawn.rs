@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::{IDMAP_USERNS_FD, InitConfig, CONFIG_FD};
+use super::config::{InitConfig, CONFIG_FD, IDMAP_USERNS_FD};
 use super::sys;
 use crate::{RuntimeError, SandboxSpec};
 
