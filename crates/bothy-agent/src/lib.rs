@@ -8,11 +8,15 @@
 //!
 //! Each feature is one module that owns its routes and its state, merged in [`server::router`].
 
+pub mod clock;
 pub mod env;
 pub mod error;
+pub mod persist;
+pub mod processes;
 pub mod proctree;
 pub mod reaper;
 pub mod server;
+pub mod sessions;
 pub mod sse;
 
 pub use error::AgentError;

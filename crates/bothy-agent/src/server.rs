@@ -17,14 +17,18 @@ pub struct AgentState {
     pub config: Arc<AgentConfig>,
     /// Sandbox-level environment (replaced by the daemon through `PUT /v1/env`).
     env: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Sessions (records under `state_dir/sessions`); exec runs commands in them.
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 impl AgentState {
     pub fn new(config: AgentConfig) -> Self {
         let env = config.env.clone();
+        let sessions = crate::sessions::Sessions::load(std::path::Path::new(&config.state_dir));
         Self {
             config: Arc::new(config),
             env: Arc::new(RwLock::new(env)),
+            sessions: Arc::new(sessions),
         }
     }
 
@@ -45,11 +49,17 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/env", put(put_env))
         .with_state(state.clone())
         // Feature modules (each owns its routes and state):
-        .layer(axum::extract::DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+        .merge(crate::sessions::routes(&state))
+        .merge(crate::processes::routes(&state))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            bothy_api::MAX_JSON_BODY,
+        ))
 }
 
 async fn health(State(s): State<AgentState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}))
+    axum::Json(
+        serde_json::json!({"status": "ok", "name": s.config.name, "pid": std::process::id()}),
+    )
 }
 
 async fn put_env(State(s): State<AgentState>, Json(body): Json<AgentEnv>) -> http::StatusCode {

@@ -11,7 +11,9 @@ pub mod exec;
 pub mod files;
 pub mod name;
 pub mod path;
+pub mod process;
 pub mod sandbox;
+pub mod session;
 
 pub use data::{Data, Encoding};
 pub use error::{ApiError, ErrorCode};
