@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 /// The environment every command starts from, before the sandbox's and the request's own.
 pub fn base_env() -> BTreeMap<String, String> {
     [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", "/root"),
         ("USER", "root"),
         ("LOGNAME", "root"),

@@ -81,15 +81,40 @@ where
     type Rejection = AgentError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                AgentError::new(ErrorCode::BodyTooLarge, "request body is too large")
-            } else {
-                AgentError::invalid(format!("could not read the request body: {e}"))
-            }
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AgentError::new(ErrorCode::BodyTooLarge, "request body is too large")
+                } else {
+                    AgentError::invalid(format!("could not read the request body: {e}"))
+                }
+            })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            AgentError::new(ErrorCode::MalformedJson, format!("malformed JSON body: {e}"))
+            AgentError::new(
+                ErrorCode::MalformedJson,
+                format!("malformed JSON body: {e}"),
+            )
         })
+    }
+}
+
+/// A query-string extractor whose rejections use the API's error shape.
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AgentError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| AgentError::invalid(format!("invalid query string: {}", e.body_text())))
     }
 }

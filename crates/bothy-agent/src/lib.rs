@@ -8,9 +8,10 @@
 //!
 //! Each feature is one module that owns its routes and its state, merged in [`server::router`].
 
-pub mod clock;
 pub mod env;
 pub mod error;
+pub mod exec;
+pub mod files;
 pub mod persist;
 pub mod processes;
 pub mod proctree;
@@ -18,6 +19,7 @@ pub mod reaper;
 pub mod server;
 pub mod sessions;
 pub mod sse;
+pub mod time;
 
 pub use error::AgentError;
 pub use server::{router, run, AgentState};

@@ -49,6 +49,8 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/env", put(put_env))
         .with_state(state.clone())
         // Feature modules (each owns its routes and state):
+        .merge(crate::exec::routes(&state))
+        .merge(crate::files::routes(&state))
         .merge(crate::sessions::routes(&state))
         .merge(crate::processes::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(

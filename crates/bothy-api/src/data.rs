@@ -75,7 +75,12 @@ mod tests {
 
     #[test]
     fn round_trips_text_and_binary() {
-        for bytes in [&b"hello\n"[..], &[0xff, 0x00, 0x41], b"", "héllo".as_bytes()] {
+        for bytes in [
+            &b"hello\n"[..],
+            &[0xff, 0x00, 0x41],
+            b"",
+            "héllo".as_bytes(),
+        ] {
             let d = Data::encode(bytes);
             assert_eq!(d.decode().unwrap(), bytes);
         }

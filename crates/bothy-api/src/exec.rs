@@ -55,7 +55,9 @@ impl ExecRequest {
     }
 
     pub fn stdin_bytes(&self) -> Result<Option<Vec<u8>>, ApiError> {
-        let Some(s) = &self.stdin else { return Ok(None) };
+        let Some(s) = &self.stdin else {
+            return Ok(None);
+        };
         let d = Data {
             data: s.clone(),
             encoding: self.stdin_encoding.unwrap_or_default(),
@@ -76,9 +78,16 @@ pub struct ExecResult {
     pub stdout: String,
     #[serde(default)]
     pub stdout_encoding: Encoding,
+    /// The agent kept only the first part of stdout (its JSON-mode cap, 64 MiB); the rest was
+    /// read and dropped. Streamed (SSE) output has no cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdout_truncated: bool,
     pub stderr: String,
     #[serde(default)]
     pub stderr_encoding: Encoding,
+    /// Same for stderr.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stderr_truncated: bool,
     pub duration_ms: u64,
     /// The command was killed because it ran past `timeout_ms`.
     #[serde(default)]

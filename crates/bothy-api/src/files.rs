@@ -45,6 +45,9 @@ pub struct FileEntry {
 pub struct FileList {
     pub path: String,
     pub entries: Vec<FileEntry>,
+    /// The listing stopped at the agent's bound on entries (100,000); `entries` is partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod path;
 pub mod process;
 pub mod sandbox;
 pub mod session;
+pub mod time;
 
 pub use data::{Data, Encoding};
 pub use error::{ApiError, ErrorCode};

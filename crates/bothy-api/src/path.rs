@@ -16,10 +16,16 @@ pub fn normalize(path: &str) -> Result<String, ApiError> {
         ));
     }
     if path.contains('\0') {
-        return Err(ApiError::new(ErrorCode::InvalidPath, "path contains a NUL byte"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            "path contains a NUL byte",
+        ));
     }
     if path.len() > 4096 {
-        return Err(ApiError::new(ErrorCode::InvalidPath, "path is longer than 4096 bytes"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            "path is longer than 4096 bytes",
+        ));
     }
     let joined = if path.starts_with('/') {
         path.to_owned()
@@ -59,7 +65,10 @@ mod tests {
 
     #[test]
     fn refuses_escapes_and_garbage() {
-        assert_eq!(normalize("../../../etc").unwrap_err().code, ErrorCode::PathEscape);
+        assert_eq!(
+            normalize("../../../etc").unwrap_err().code,
+            ErrorCode::PathEscape
+        );
         assert_eq!(normalize("/../x").unwrap_err().code, ErrorCode::PathEscape);
         assert_eq!(normalize("").unwrap_err().code, ErrorCode::InvalidPath);
         assert_eq!(normalize("a\0b").unwrap_err().code, ErrorCode::InvalidPath);

@@ -1,1 +1,375 @@
-pub struct Todo;
+//! Metadata: sandboxes and images, behind [`MetaStore`] (SQLite now; PostgreSQL for fleets).
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: a crash of the daemon (even `kill -9`)
+//! loses nothing that was committed, and a power loss at most the last transactions — never
+//! consistency. Schema changes are an ordered list of migrations keyed by `user_version`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bothy_api::sandbox::SandboxState;
+use bothy_api::SandboxName;
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record for {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// Where a running sandbox's init is, so a restarted daemon can find it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    pub name: SandboxName,
+    pub image: String,
+    pub state: SandboxState,
+    pub env: BTreeMap<String, String>,
+    pub sleep_after_secs: u64,
+    pub keep_alive: bool,
+    pub created_at_ms: i64,
+    pub last_activity_ms: i64,
+    pub runtime: Option<RuntimeRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub name: String,
+    /// `host` or `imported`.
+    pub kind: String,
+    /// Layer ids, lowest first.
+    pub layers: Vec<String>,
+    pub created_at_ms: i64,
+    pub size_bytes: u64,
+}
+
+/// The metadata a daemon keeps. Implementations are cheap to call from async code (each call
+/// is a short transaction) and serialize writes themselves.
+pub trait MetaStore: Send + Sync + 'static {
+    fn get_sandbox(&self, name: &SandboxName) -> Result<Option<SandboxRecord>>;
+    fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>>;
+    /// Inserts a new record; returns false (and changes nothing) if the name exists.
+    fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<bool>;
+    /// Replaces an existing record.
+    fn update_sandbox(&self, rec: &SandboxRecord) -> Result<()>;
+    fn set_last_activity(&self, name: &SandboxName, at_ms: i64) -> Result<()>;
+    fn delete_sandbox(&self, name: &SandboxName) -> Result<()>;
+
+    fn get_image(&self, name: &str) -> Result<Option<ImageRecord>>;
+    fn list_images(&self) -> Result<Vec<ImageRecord>>;
+    fn put_image(&self, rec: &ImageRecord) -> Result<()>;
+}
+
+/// Migrations, applied in order; index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE sandboxes (
+        name TEXT PRIMARY KEY,
+        image TEXT NOT NULL,
+        state TEXT NOT NULL,
+        env TEXT NOT NULL DEFAULT '{}',
+        sleep_after_secs INTEGER NOT NULL,
+        keep_alive INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        last_activity_ms INTEGER NOT NULL,
+        pid INTEGER,
+        start_time INTEGER
+    );
+    CREATE TABLE images (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        layers TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL
+    );
+"#];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time";
+
+fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxRecord>> {
+    let name: String = row.get(0)?;
+    let state: String = row.get(2)?;
+    let env: String = row.get(3)?;
+    let pid: Option<i32> = row.get(8)?;
+    let start_time: Option<i64> = row.get(9)?;
+    let corrupt = |detail: String| MetaError::Corrupt {
+        what: format!("sandbox {name:?}"),
+        detail,
+    };
+    let parsed = (|| {
+        Ok(SandboxRecord {
+            name: SandboxName::new(name.clone()).map_err(|e| corrupt(e.to_string()))?,
+            image: row.get(1)?,
+            state: SandboxState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
+            env: serde_json::from_str(&env).map_err(|e| corrupt(e.to_string()))?,
+            sleep_after_secs: row.get::<_, i64>(4)? as u64,
+            keep_alive: row.get(5)?,
+            created_at_ms: row.get(6)?,
+            last_activity_ms: row.get(7)?,
+            runtime: match (pid, start_time) {
+                (Some(pid), Some(st)) => Some(RuntimeRef {
+                    pid,
+                    start_time: st as u64,
+                }),
+                _ => None,
+            },
+        })
+    })();
+    Ok(parsed)
+}
+
+impl MetaStore for SqliteStore {
+    fn get_sandbox(&self, name: &SandboxName) -> Result<Option<SandboxRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {SANDBOX_COLS} FROM sandboxes WHERE name = ?1"
+        ))?;
+        st.query_row([name.as_str()], sandbox_from_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {SANDBOX_COLS} FROM sandboxes ORDER BY name"
+        ))?;
+        let rows = st.query_map([], sandbox_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    fn insert_sandbox(&self, r: &SandboxRecord) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+            ),
+            params![
+                r.name.as_str(),
+                r.image,
+                r.state.as_str(),
+                serde_json::to_string(&r.env).unwrap_or_else(|_| "{}".into()),
+                r.sleep_after_secs as i64,
+                r.keep_alive,
+                r.created_at_ms,
+                r.last_activity_ms,
+                r.runtime.map(|x| x.pid),
+                r.runtime.map(|x| x.start_time as i64),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn update_sandbox(&self, r: &SandboxRecord) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE sandboxes SET image=?2, state=?3, env=?4, sleep_after_secs=?5, keep_alive=?6, \
+             created_at_ms=?7, last_activity_ms=?8, pid=?9, start_time=?10 WHERE name=?1",
+            params![
+                r.name.as_str(),
+                r.image,
+                r.state.as_str(),
+                serde_json::to_string(&r.env).unwrap_or_else(|_| "{}".into()),
+                r.sleep_after_secs as i64,
+                r.keep_alive,
+                r.created_at_ms,
+                r.last_activity_ms,
+                r.runtime.map(|x| x.pid),
+                r.runtime.map(|x| x.start_time as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_last_activity(&self, name: &SandboxName, at_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sandboxes SET last_activity_ms = max(last_activity_ms, ?2) WHERE name = ?1",
+            params![name.as_str(), at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn delete_sandbox(&self, name: &SandboxName) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM sandboxes WHERE name = ?1", [name.as_str()])?;
+        Ok(())
+    }
+
+    fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, kind, layers, created_at_ms, size_bytes FROM images WHERE name = ?1",
+        )?;
+        st.query_row([name], image_from_row).optional()?.transpose()
+    }
+
+    fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, kind, layers, created_at_ms, size_bytes FROM images ORDER BY name",
+        )?;
+        let rows = st.query_map([], image_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    fn put_image(&self, r: &ImageRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO images (name, kind, layers, created_at_ms, size_bytes) VALUES (?1,?2,?3,?4,?5) \
+             ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, layers=excluded.layers, \
+             created_at_ms=excluded.created_at_ms, size_bytes=excluded.size_bytes",
+            params![
+                r.name,
+                r.kind,
+                serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
+                r.created_at_ms,
+                r.size_bytes as i64
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+fn image_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ImageRecord>> {
+    let name: String = row.get(0)?;
+    let layers: String = row.get(2)?;
+    let layers = match serde_json::from_str(&layers) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(Err(MetaError::Corrupt {
+                what: format!("image {name:?}"),
+                detail: e.to_string(),
+            }))
+        }
+    };
+    Ok(Ok(ImageRecord {
+        name,
+        kind: row.get(1)?,
+        layers,
+        created_at_ms: row.get(3)?,
+        size_bytes: row.get::<_, i64>(4)? as u64,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str) -> SandboxRecord {
+        SandboxRecord {
+            name: SandboxName::new(name).unwrap(),
+            image: "host".into(),
+            state: SandboxState::Creating,
+            env: [("A".to_string(), "1".to_string())].into(),
+            sleep_after_secs: 600,
+            keep_alive: false,
+            created_at_ms: 1,
+            last_activity_ms: 1,
+            runtime: None,
+        }
+    }
+
+    #[test]
+    fn sandbox_crud() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let mut r = rec("a");
+        assert!(s.insert_sandbox(&r).unwrap());
+        assert!(!s.insert_sandbox(&r).unwrap(), "second insert is refused");
+        r.state = SandboxState::Running;
+        r.runtime = Some(RuntimeRef {
+            pid: 42,
+            start_time: 7,
+        });
+        s.update_sandbox(&r).unwrap();
+        assert_eq!(s.get_sandbox(&r.name).unwrap(), Some(r.clone()));
+        s.set_last_activity(&r.name, 100).unwrap();
+        s.set_last_activity(&r.name, 50).unwrap();
+        assert_eq!(
+            s.get_sandbox(&r.name).unwrap().unwrap().last_activity_ms,
+            100
+        );
+        assert_eq!(s.list_sandboxes().unwrap().len(), 1);
+        s.delete_sandbox(&r.name).unwrap();
+        assert_eq!(s.get_sandbox(&r.name).unwrap(), None);
+    }
+
+    #[test]
+    fn images_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.put_image(&ImageRecord {
+                name: "deb".into(),
+                kind: "imported".into(),
+                layers: vec!["sha256-ab".into()],
+                created_at_ms: 5,
+                size_bytes: 10,
+            })
+            .unwrap();
+            s.insert_sandbox(&rec("b")).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.get_image("deb").unwrap().unwrap().layers,
+            vec!["sha256-ab"]
+        );
+        assert_eq!(s.list_images().unwrap().len(), 1);
+        assert!(s
+            .get_sandbox(&SandboxName::new("b").unwrap())
+            .unwrap()
+            .is_some());
+    }
+}

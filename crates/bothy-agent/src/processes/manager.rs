@@ -139,7 +139,7 @@ impl Processes {
                 p.update(|r| {
                     r.info.status = ProcessStatus::Killed;
                     r.info.reason = Some("sandbox slept".into());
-                    r.info.ended_at = Some(crate::clock::now_rfc3339());
+                    r.info.ended_at = Some(bothy_api::time::rfc3339_ms(bothy_api::time::now_ms()));
                 });
             }
             if restart {
@@ -247,7 +247,7 @@ impl Processes {
                 reason: None,
                 restart: req.restart,
                 restarts: 0,
-                started_at: crate::clock::now_rfc3339(),
+                started_at: bothy_api::time::rfc3339_ms(bothy_api::time::now_ms()),
                 ended_at: None,
                 log_limit: limit,
                 log_cursor: 0,
@@ -373,7 +373,7 @@ impl Processes {
                     r.info.status = ProcessStatus::Failed;
                     r.info.pid = None;
                     r.info.reason = Some(format!("could not start {what}: {e}"));
-                    r.info.ended_at = Some(crate::clock::now_rfc3339());
+                    r.info.ended_at = Some(bothy_api::time::rfc3339_ms(bothy_api::time::now_ms()));
                 });
                 return;
             }
@@ -397,7 +397,7 @@ impl Processes {
             r.info.reason = None;
             r.info.ended_at = None;
             if r.info.restarts > 0 {
-                r.info.started_at = crate::clock::now_rfc3339();
+                r.info.started_at = bothy_api::time::rfc3339_ms(bothy_api::time::now_ms());
             }
         });
         let p = p.clone();
@@ -417,7 +417,7 @@ impl Processes {
             p.update(|r| {
                 r.info.exit_code = info.code;
                 r.info.signal = info.signal;
-                r.info.ended_at = Some(crate::clock::now_rfc3339());
+                r.info.ended_at = Some(bothy_api::time::rfc3339_ms(bothy_api::time::now_ms()));
                 if killed_with != 0 {
                     r.info.status = ProcessStatus::Killed;
                     r.info.reason = Some(format!("killed with {}", signal_name(killed_with)));

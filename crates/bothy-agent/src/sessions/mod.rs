@@ -12,6 +12,7 @@
 //! later change of the sandbox's environment (`PUT /v1/env`) reaches every session for the
 //! variables the session did not change itself.
 
+pub mod exec;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
@@ -141,7 +142,7 @@ impl Sessions {
             env: req.env,
             unset: Vec::new(),
             last_exit_code: 0,
-            created_at: crate::clock::now_rfc3339(),
+            created_at: bothy_api::time::rfc3339_ms(bothy_api::time::now_ms()),
         };
         self.save(&r)?;
         let slot = Arc::new(new_slot(r));
@@ -203,9 +204,8 @@ impl Sessions {
 
     /// Waits until the session is free, then builds the command for `req` (its `argv` or
     /// `shell`, `env` as one-shot variables, `cwd` as a one-shot start directory). The caller
-    /// sets stdio, isolates and spawns the command (through `reaper::spawn`), and calls
-    /// [`SessionRun::finish`] with its exit; dropping the run without finishing keeps the
-    /// session unchanged and frees it.
+    /// runs [`SessionRun::argv`] (see [`exec::start`]) and calls [`SessionRun::finish`] with
+    /// its exit; dropping the run without finishing keeps the session unchanged and frees it.
     pub async fn prepare(
         &self,
         id: &str,
@@ -226,7 +226,16 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let one_shot_cwd = match &req.cwd {
-            Some(c) => Some(bothy_api::path::normalize(c)?),
+            Some(c) => {
+                let c = bothy_api::path::normalize(c)?;
+                if !Path::new(&c).is_dir() {
+                    return Err(AgentError::new(
+                        ErrorCode::FileNotFound,
+                        format!("cwd {c} does not exist or is not a directory"),
+                    ));
+                }
+                Some(c)
+            }
             None => None,
         };
         let cwd = one_shot_cwd.clone().unwrap_or_else(|| r.cwd.clone());
@@ -244,25 +253,23 @@ impl Sessions {
         };
         let script = script::build(self.shell, &state_file, &cwd, r.last_exit_code, &user);
         let (prog, lead) = self.shell.program();
-        let mut command = std::process::Command::new(prog);
-        command
-            .args(lead)
-            .arg("-c")
-            .arg(script)
-            .arg("bothy-session");
-        if let Some(argv) = &req.argv {
-            command.args(argv);
+        let mut argv: Vec<String> = vec![prog.to_string()];
+        argv.extend(lead.iter().map(|a| a.to_string()));
+        argv.extend(["-c".to_string(), script, "bothy-session".to_string()]);
+        if let Some(user_argv) = &req.argv {
+            argv.extend(user_argv.iter().cloned());
         }
-        command.env_clear().envs(&env);
         // The shell starts where the session is (falling back like the script does), so even a
         // relative program path in argv form resolves the same way.
         let start_dir = [cwd.as_str(), bothy_api::WORKSPACE, "/"]
             .into_iter()
             .find(|d| Path::new(d).is_dir())
-            .unwrap_or("/");
-        command.current_dir(start_dir);
+            .unwrap_or("/")
+            .to_string();
         Ok(SessionRun {
-            command: Some(command),
+            argv,
+            env,
+            cwd: start_dir,
             slot,
             sessions_dir: self.dir.clone(),
             state_file,
@@ -285,7 +292,12 @@ fn new_slot(r: Record) -> Slot {
 
 /// One command running in a session; holds the session until it is finished or dropped.
 pub struct SessionRun {
-    command: Option<std::process::Command>,
+    /// The shell and its arguments (the script, then the user's argv in argv form).
+    pub argv: Vec<String>,
+    /// The environment the shell starts with.
+    pub env: BTreeMap<String, String>,
+    /// The directory the shell starts in.
+    pub cwd: String,
     slot: Arc<Slot>,
     sessions_dir: PathBuf,
     state_file: PathBuf,
@@ -297,11 +309,6 @@ pub struct SessionRun {
 }
 
 impl SessionRun {
-    /// The command to spawn (once).
-    pub fn take_command(&mut self) -> Option<std::process::Command> {
-        self.command.take()
-    }
-
     /// Records what the command left behind: the state it dumped on exit, or, if it left none
     /// (killed, `exec`, a replaced trap), only its exit status.
     pub fn finish(self, exit: &ExitInfo) {

@@ -1,0 +1,63 @@
+//! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
+
+mod health;
+mod images;
+mod sandboxes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post, put};
+use axum::Router;
+use bothy_api::ErrorCode;
+
+use crate::error::DaemonError;
+use crate::manager::Manager;
+
+/// Shared state of handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Arc<Manager>,
+}
+
+/// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
+/// drive it in-process.
+pub fn router(state: AppState) -> Router {
+    let control = Router::new()
+        .route("/v1/health", get(health::health))
+        .route("/v1/sandboxes", get(sandboxes::list))
+        .route(
+            "/v1/sandboxes/{name}",
+            put(sandboxes::put)
+                .get(sandboxes::get)
+                .delete(sandboxes::delete),
+        )
+        .route("/v1/sandboxes/{name}/sleep", post(sandboxes::sleep))
+        .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
+        .route("/v1/images", get(images::list).post(images::import))
+        .route("/v1/images/{name}", get(images::get))
+        .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
+    // Everything else under a sandbox goes to its agent, streamed and without a size limit
+    // here (the agent bounds what it buffers).
+    let data = Router::new().route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::data_plane));
+    control
+        .merge(data)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: http::Uri) -> impl IntoResponse {
+    DaemonError::new(
+        ErrorCode::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> impl IntoResponse {
+    DaemonError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

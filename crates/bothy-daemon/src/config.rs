@@ -1,0 +1,82 @@
+//! Daemon configuration: flags, environment and `$DATA/config.json`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bothy_runtime::Limits;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    /// Extra TCP listener (requires a token).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for TCP clients.
+    pub token: Option<String>,
+    /// Name of the cgroup under which sandboxes' cgroups are created.
+    pub cgroup_parent: String,
+    /// Host uid that root inside sandboxes maps to (a range of 65536 from it).
+    pub uid_base: u32,
+    /// The `bothy` binary run as each sandbox's agent (default: this executable).
+    pub agent_binary: PathBuf,
+    pub limits: Limits,
+    /// How often idle sandboxes are looked for.
+    pub idle_check: Duration,
+    /// How long shutdown waits for open requests.
+    pub shutdown_grace: Duration,
+}
+
+impl DaemonConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: None,
+            token: None,
+            cgroup_parent: "bothy".into(),
+            uid_base: 1_000_000,
+            agent_binary: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+            limits: Limits::default(),
+            idle_check: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `$DATA/config.json`: settings that outlive a command line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FileConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the file readable by root only (it holds the token).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(tmp, path)
+    }
+}

@@ -1,0 +1,337 @@
+//! Sandbox lifecycle: `creating → running ⇄ sleeping → destroyed`.
+//!
+//! Each name has a [`Slot`]. Lifecycle operations on one name are serialized by the slot's
+//! async mutex, so N concurrent get-or-creates of a new name create exactly one sandbox;
+//! data-plane requests on a running sandbox do not take it (fast path). SQLite is the source of
+//! truth for records; the slot caches the record and the live [`Running`] handle.
+//!
+//! One operation per file: [`create`], [`start`] (create and wake), [`stop`] (sleep),
+//! [`destroy`], [`reconcile`] (after a daemon restart), [`idle`] (sleep after inactivity),
+//! [`exit_watch`] (an init that died on its own).
+
+pub mod create;
+pub mod destroy;
+pub mod exit_watch;
+pub mod idle;
+pub mod reconcile;
+pub mod start;
+pub mod stop;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bothy_api::sandbox::{SandboxInfo, SandboxState};
+use bothy_api::time::{now_ms, rfc3339_ms};
+use bothy_api::SandboxName;
+use bothy_runtime::{Limits, Runtime, Started};
+use bothy_store::meta::{MetaStore, SandboxRecord};
+use bothy_store::Layout;
+
+use crate::agent_conn::AgentConn;
+use crate::error::DaemonError;
+use crate::images::Images;
+
+/// Everything the lifecycle needs.
+pub struct Manager {
+    pub(crate) store: Arc<dyn MetaStore>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) layout: Layout,
+    pub(crate) images: Images,
+    pub(crate) agent_binary: PathBuf,
+    pub(crate) limits: Limits,
+    slots: Mutex<HashMap<SandboxName, Arc<Slot>>>,
+}
+
+/// A live sandbox: how to reach its agent and which process is its init.
+#[derive(Clone)]
+pub struct Running {
+    pub started: Started,
+    pub agent: AgentConn,
+}
+
+pub struct Slot {
+    pub name: SandboxName,
+    /// Serializes create/wake/sleep/destroy of this name.
+    lifecycle: tokio::sync::Mutex<()>,
+    inner: Mutex<SlotInner>,
+    /// Open requests and streams (activity that keeps the sandbox awake).
+    active: AtomicUsize,
+    last_activity_ms: AtomicI64,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    /// Cached record; `None` until loaded or when the sandbox does not exist.
+    record: Option<SandboxRecord>,
+    loaded: bool,
+    running: Option<Running>,
+}
+
+impl Slot {
+    fn new(name: SandboxName) -> Self {
+        Self {
+            name,
+            lifecycle: tokio::sync::Mutex::new(()),
+            inner: Mutex::new(SlotInner::default()),
+            active: AtomicUsize::new(0),
+            last_activity_ms: AtomicI64::new(0),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn running(&self) -> Option<Running> {
+        self.inner().running.clone()
+    }
+
+    pub fn record(&self) -> Option<SandboxRecord> {
+        self.inner().record.clone()
+    }
+
+    /// Marks activity now and holds the sandbox awake until the guard is dropped.
+    pub fn activity(self: &Arc<Self>) -> ActivityGuard {
+        self.touch();
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActivityGuard(self.clone())
+    }
+
+    pub fn touch(&self) {
+        self.last_activity_ms.fetch_max(now_ms(), Ordering::AcqRel);
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn last_activity_ms(&self) -> i64 {
+        self.last_activity_ms.load(Ordering::Acquire)
+    }
+}
+
+/// Keeps a sandbox awake while held (an open request, stream or WebSocket).
+pub struct ActivityGuard(Arc<Slot>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<dyn MetaStore>,
+        runtime: Arc<dyn Runtime>,
+        layout: Layout,
+        images: Images,
+        agent_binary: PathBuf,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            runtime,
+            layout,
+            images,
+            agent_binary,
+            limits,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.name()
+    }
+
+    pub fn images(&self) -> &Images {
+        &self.images
+    }
+
+    /// The slot of `name`, created empty if there is none yet.
+    pub(crate) fn slot(&self, name: &SandboxName) -> Arc<Slot> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Slot::new(name.clone())))
+            .clone()
+    }
+
+    pub(crate) fn forget_slot(&self, name: &SandboxName) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Loads the slot's record from the store if not cached yet. Call with the lifecycle lock.
+    pub(crate) fn load(&self, slot: &Slot) -> Result<Option<SandboxRecord>, DaemonError> {
+        {
+            let inner = slot.inner();
+            if inner.loaded {
+                return Ok(inner.record.clone());
+            }
+        }
+        let rec = self
+            .store
+            .get_sandbox(&slot.name)
+            .map_err(|e| DaemonError::internal("read sandbox record", &e))?;
+        let mut inner = slot.inner();
+        inner.record = rec.clone();
+        inner.loaded = true;
+        if let Some(r) = &rec {
+            slot.last_activity_ms
+                .fetch_max(r.last_activity_ms, Ordering::AcqRel);
+        }
+        Ok(rec)
+    }
+
+    /// Writes the record to the store and the cache.
+    pub(crate) fn save(&self, slot: &Slot, rec: SandboxRecord) -> Result<(), DaemonError> {
+        self.store
+            .update_sandbox(&rec)
+            .map_err(|e| DaemonError::internal("write sandbox record", &e))?;
+        let mut inner = slot.inner();
+        inner.record = Some(rec);
+        inner.loaded = true;
+        Ok(())
+    }
+
+    pub(crate) fn set_running(&self, slot: &Slot, running: Option<Running>) {
+        slot.inner().running = running;
+    }
+
+    /// The running sandbox `name`, woken if it sleeps. Data-plane requests come through here.
+    pub async fn ensure_running(
+        self: &Arc<Self>,
+        name: &SandboxName,
+    ) -> Result<(Arc<Slot>, Running), DaemonError> {
+        let slot = self.slot(name);
+        if let Some(r) = slot.running() {
+            return Ok((slot, r));
+        }
+        let running = {
+            let _lock = slot.lifecycle.lock().await;
+            if let Some(r) = slot.running() {
+                r
+            } else {
+                match self.load(&slot)? {
+                    Some(rec) => self.start_locked(&slot, rec).await?,
+                    None => {
+                        drop(_lock);
+                        self.forget_slot(name);
+                        return Err(DaemonError::not_found(name));
+                    }
+                }
+            }
+        };
+        Ok((slot, running))
+    }
+
+    /// What the API says about `name`.
+    pub async fn info(
+        &self,
+        name: &SandboxName,
+        with_disk: bool,
+    ) -> Result<SandboxInfo, DaemonError> {
+        let slot = self.slot(name);
+        let rec = match slot.record() {
+            Some(r) => Some(r),
+            None => self
+                .store
+                .get_sandbox(name)
+                .map_err(|e| DaemonError::internal("read sandbox record", &e))?,
+        };
+        let Some(rec) = rec else {
+            if slot.record().is_none() && slot.running().is_none() {
+                self.forget_slot(name);
+            }
+            return Err(DaemonError::not_found(name));
+        };
+        let disk = if with_disk {
+            let dir = self.layout.sandbox(name).disk();
+            Some(
+                tokio::task::spawn_blocking(move || crate::images::dir_size(&dir))
+                    .await
+                    .unwrap_or(0),
+            )
+        } else {
+            None
+        };
+        Ok(self.to_info(&slot, &rec, disk))
+    }
+
+    pub(crate) fn to_info(
+        &self,
+        slot: &Slot,
+        rec: &SandboxRecord,
+        disk: Option<u64>,
+    ) -> SandboxInfo {
+        let running = slot.running();
+        SandboxInfo {
+            name: rec.name.clone(),
+            state: if running.is_some() {
+                SandboxState::Running
+            } else {
+                rec.state
+            },
+            image: rec.image.clone(),
+            created_at: rfc3339_ms(rec.created_at_ms),
+            last_activity_at: rfc3339_ms(rec.last_activity_ms.max(slot.last_activity_ms())),
+            sleep_after: rec.sleep_after_secs,
+            keep_alive: rec.keep_alive,
+            env: rec.env.clone(),
+            disk_used_bytes: disk,
+            pid: running.map(|r| r.started.pid),
+            created: None,
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<SandboxInfo>, DaemonError> {
+        let recs = self
+            .store
+            .list_sandboxes()
+            .map_err(|e| DaemonError::internal("list sandboxes", &e))?;
+        let slots: HashMap<SandboxName, Arc<Slot>> = self
+            .slots()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        Ok(recs
+            .iter()
+            .map(|r| match slots.get(&r.name) {
+                Some(s) => self.to_info(s, r, None),
+                None => self.to_info(&Slot::new(r.name.clone()), r, None),
+            })
+            .collect())
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.slots()
+            .iter()
+            .filter(|s| s.running().is_some())
+            .count()
+    }
+
+    /// Persists in-memory activity times (on shutdown and from the idle loop).
+    pub fn flush_activity(&self) {
+        for slot in self.slots() {
+            let at = slot.last_activity_ms();
+            if at > 0 {
+                let _ = self.store.set_last_activity(&slot.name, at);
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! After a (re)start of the daemon: records vs what really runs.
+
+use std::sync::Arc;
+
+use bothy_api::sandbox::SandboxState;
+use bothy_runtime::Started;
+
+use super::{Manager, Running};
+use crate::agent_conn::AgentConn;
+
+impl Manager {
+    /// Re-attaches to sandboxes whose init still runs and records the others as sleeping.
+    /// Sandboxes are never killed by a daemon restart.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), crate::error::StartupError> {
+        let recs = self
+            .store
+            .list_sandboxes()
+            .map_err(|e| crate::error::StartupError::new("read sandbox records", e))?;
+        for rec in recs {
+            let started = rec.runtime.map(|r| Started {
+                pid: r.pid,
+                start_time: r.start_time,
+            });
+            let alive = started.is_some_and(|s| self.runtime.is_alive(&s));
+            let slot = self.slot(&rec.name);
+            let _lock = slot.lifecycle.lock().await;
+            let _ = self.load(&slot);
+            match (alive, started) {
+                (true, Some(s)) => {
+                    let socket = self.layout.sandbox(&rec.name).agent_socket();
+                    self.set_running(
+                        &slot,
+                        Some(Running {
+                            started: s,
+                            agent: AgentConn::new(socket),
+                        }),
+                    );
+                    slot.touch();
+                    self.watch_exit(slot.clone(), s);
+                    tracing::info!(sandbox = %rec.name, pid = s.pid, "re-attached to running sandbox");
+                }
+                _ if rec.state != SandboxState::Sleeping || rec.runtime.is_some() => {
+                    tracing::info!(sandbox = %rec.name, "sandbox no longer runs; recording it asleep");
+                    if let Err(e) = self.stop_locked(&slot).await {
+                        tracing::warn!(sandbox = %rec.name, error = ?e.0, "cleanup failed");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Leftovers of deletions interrupted by a crash.
+        if let Ok(rd) = std::fs::read_dir(self.layout.trash()) {
+            for e in rd.flatten() {
+                let p = e.path();
+                tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_dir_all(p);
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! `bothy serve`: open the store, build the host image, reconcile, listen, shut down gracefully.
+
+use std::sync::Arc;
+
+use axum::Router;
+use bothy_runtime::native::{NativeConfig, NativeRuntime};
+use bothy_store::meta::{MetaStore, SqliteStore};
+use bothy_store::Layout;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::auth::{self, Token};
+use crate::config::{DaemonConfig, FileConfig};
+use crate::error::StartupError;
+use crate::images::Images;
+use crate::manager::Manager;
+
+/// Runs the daemon until SIGTERM or SIGINT. Sandboxes keep running after it exits.
+pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
+    let layout = Layout::new(&cfg.data_dir);
+    layout
+        .create()
+        .map_err(|e| StartupError::new("create the data directory", e))?;
+    let file_cfg =
+        FileConfig::load(&layout.config()).map_err(|e| StartupError::new("read config.json", e))?;
+    if cfg.token.is_none() {
+        cfg.token = file_cfg.token.clone();
+    }
+    if cfg.listen.is_some() && cfg.token.is_none() {
+        let token = auth::generate_token();
+        let saved = FileConfig {
+            token: Some(token.clone()),
+            ..file_cfg
+        };
+        saved
+            .save(&layout.config())
+            .map_err(|e| StartupError::new("save the generated token", e))?;
+        tracing::warn!(
+            "no BOTHY_TOKEN given: generated one and saved it in {} (root only)",
+            layout.config().display()
+        );
+        cfg.token = Some(token);
+    }
+
+    let store: Arc<dyn MetaStore> = Arc::new(
+        SqliteStore::open(&layout.db()).map_err(|e| StartupError::new("open state.db", e))?,
+    );
+    let runtime = NativeRuntime::new(NativeConfig {
+        cgroup_parent: cfg.cgroup_parent.clone(),
+        uid_base: cfg.uid_base,
+        init_binary: cfg.agent_binary.clone(),
+    })
+    .map_err(|e| StartupError::new("set up the native runtime", e))?;
+    let images = {
+        let (layout, store) = (layout.clone(), store.clone());
+        tokio::task::spawn_blocking(move || Images::open(layout, store))
+            .await
+            .map_err(|e| StartupError::new("build the host image", e))??
+    };
+    let manager = Manager::new(
+        store,
+        Arc::new(runtime),
+        layout.clone(),
+        images,
+        cfg.agent_binary.clone(),
+        cfg.limits,
+    );
+    manager.reconcile().await?;
+
+    let stop = CancellationToken::new();
+    manager.spawn_idle_loop(cfg.idle_check, stop.clone());
+    let app = api::router(AppState {
+        manager: manager.clone(),
+    });
+
+    let sock = layout.socket();
+    let _ = std::fs::remove_file(&sock);
+    let unix = tokio::net::UnixListener::bind(&sock)
+        .map_err(|e| StartupError::new("listen on the unix socket", e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StartupError::new("chmod the unix socket", e))?;
+    }
+    tracing::info!(socket = %sock.display(), "listening");
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let app = app.clone();
+        let stop = stop.clone();
+        servers.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+    }
+    if let Some(addr) = cfg.listen {
+        let token = Token(Arc::new(cfg.token.clone().expect("set above")));
+        let tcp_app: Router = app.clone().layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ));
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartupError::new("listen on TCP", e))?;
+        tracing::info!(addr = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (bearer token required)");
+        let stop = stop.clone();
+        servers.spawn(async move {
+            axum::serve(tcp, tcp_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new requests; sandboxes keep running");
+    stop.cancel();
+    let drained = tokio::time::timeout(cfg.shutdown_grace, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("open requests did not finish within the grace period; closing them");
+    }
+    manager.flush_activity();
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

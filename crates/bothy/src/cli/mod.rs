@@ -1,0 +1,118 @@
+//! Command-line interface. Every command except `serve` and `agent` is a client of the
+//! daemon's API, found through `--url` / `BOTHY_URL` (`unix:PATH` or `http://HOST:PORT`, with
+//! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
+
+mod agent;
+mod cp;
+mod exec;
+mod image;
+mod output;
+mod sandbox;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bothy",
+    version,
+    about = "Persistent, isolated, named Linux sandboxes for AI agents",
+    long_about = "Persistent, isolated, named Linux sandboxes for AI agents.\n\n\
+        Start the daemon with `bothy serve`; every other command talks to it.\n\
+        A sandbox is asked for by name: `bothy get demo` creates it, wakes it, or just returns it."
+)]
+pub struct Cli {
+    /// Daemon URL: unix:PATH or http://HOST:PORT.
+    #[arg(long, global = true, env = "BOTHY_URL", default_value = bothy_client::DEFAULT_URL)]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(serve::Args),
+    /// Get a sandbox: create it if it does not exist, wake it if it sleeps.
+    Get(sandbox::GetArgs),
+    /// List sandboxes.
+    Ls(output::JsonFlag),
+    /// Show a sandbox (state, image, times, disk used).
+    Info(sandbox::NameArgs),
+    /// Run a command in a sandbox; streams its output and exits with its exit code.
+    Exec(exec::Args),
+    /// Copy files between the host and a sandbox: `bothy cp ./a demo:/workspace/a`.
+    Cp(cp::Args),
+    /// Put a sandbox to sleep (stop its processes, keep its disk).
+    Sleep(sandbox::NameArgs),
+    /// Wake a sleeping sandbox.
+    Wake(sandbox::NameArgs),
+    /// Destroy a sandbox and its disk.
+    Rm(sandbox::RmArgs),
+    /// Images: list, import.
+    #[command(subcommand)]
+    Image(image::Command),
+    /// Show whether the daemon is up (optionally wait for it).
+    Status(sandbox::StatusArgs),
+    /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
+    #[command(hide = true)]
+    Agent(agent::Args),
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    if let Command::Agent(args) = cli.command {
+        return agent::run(args);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await.map(|()| 0),
+            cmd => {
+                let client = client(&cli.url)?;
+                run_client(cmd, client).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn client(url: &str) -> anyhow::Result<bothy_client::Client> {
+    Ok(bothy_client::Client::new(
+        url,
+        std::env::var("BOTHY_TOKEN").ok(),
+    )?)
+}
+
+async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Get(a) => sandbox::get(&c, a).await,
+        Command::Ls(a) => sandbox::ls(&c, a).await,
+        Command::Info(a) => sandbox::info(&c, a).await,
+        Command::Exec(a) => exec::run(&c, a).await,
+        Command::Cp(a) => cp::run(&c, a).await,
+        Command::Sleep(a) => sandbox::sleep(&c, a).await,
+        Command::Wake(a) => sandbox::wake(&c, a).await,
+        Command::Rm(a) => sandbox::rm(&c, a).await,
+        Command::Image(a) => image::run(&c, a).await,
+        Command::Status(a) => sandbox::status(&c, a).await,
+        Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
+    }
+}

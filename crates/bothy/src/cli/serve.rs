@@ -1,0 +1,46 @@
+//! `bothy serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bothy_daemon::DaemonConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Data directory (metadata, layers, sandboxes' disks).
+    #[arg(long, env = "BOTHY_DATA_DIR", default_value = "/var/lib/bothy")]
+    data_dir: PathBuf,
+    /// Also listen on TCP (e.g. 127.0.0.1:8080). TCP clients need the bearer token
+    /// (BOTHY_TOKEN, or `token` in DATA_DIR/config.json; generated there if neither is set).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Parent cgroup of the sandboxes' cgroups.
+    #[arg(long, default_value = "bothy", hide = true)]
+    cgroup_parent: String,
+    /// How often to look for idle sandboxes, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    idle_check_ms: u64,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    init_logging();
+    let mut cfg = DaemonConfig::new(a.data_dir);
+    cfg.listen = a.listen;
+    cfg.token = std::env::var("BOTHY_TOKEN").ok().filter(|t| !t.is_empty());
+    cfg.cgroup_parent = a.cgroup_parent;
+    cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
+    if !rustix::process::geteuid().is_root() {
+        anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
+    }
+    bothy_daemon::serve(cfg).await.context("bothy serve")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
