@@ -12,6 +12,8 @@ pub mod sse;
 
 pub use conn::Endpoint;
 pub use error::ClientError;
+/// Re-exported so callers need no direct `http` dependency.
+pub use http;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};

@@ -250,19 +250,30 @@ fn extract<R: Read>(src: &Path, r: R, dst: &Path) -> Result<(Stats, R), ImageErr
         // Directories last and deepest first (like `Archive::unpack`), so that a read-only
         // directory's mode does not get in the way of its contents.
         let mut dirs = Vec::new();
+        let mut skipped_devices = std::collections::HashSet::new();
         for entry in ar.entries().map_err(|e| bad_tar(src, e))? {
             let mut entry = entry.map_err(|e| bad_tar(src, e))?;
             let kind = entry.header().entry_type();
+            let rel = safe_rel_path(&entry, src)?;
             if kind.is_block_special() || kind.is_character_special() {
                 stats.devices += 1;
+                skipped_devices.extend(rel);
                 continue;
             }
-            let rel = match safe_rel_path(&entry, src)? {
-                Some(rel) => rel,
-                None => {
-                    stats.unsafe_paths += 1;
+            if kind.is_hard_link() {
+                // A hardlink to a device node we left out is a device node too.
+                let target = entry.link_name().map_err(|e| bad_tar(src, e))?;
+                if target
+                    .and_then(|t| rel_path(&t))
+                    .is_some_and(|t| skipped_devices.contains(&t))
+                {
+                    stats.devices += 1;
                     continue;
                 }
+            }
+            let Some(rel) = rel else {
+                stats.unsafe_paths += 1;
+                continue;
             };
             if kind.is_dir() {
                 dirs.push(entry);
@@ -305,16 +316,21 @@ fn safe_rel_path<R: Read>(
     entry: &tar::Entry<'_, R>,
     src: &Path,
 ) -> Result<Option<PathBuf>, ImageError> {
-    let path = entry.path().map_err(|e| bad_tar(src, e))?;
+    Ok(rel_path(&entry.path().map_err(|e| bad_tar(src, e))?))
+}
+
+/// `path` as a path relative to the layer root (`./a` → `a`), or `None` if it is absolute or
+/// has a `..`.
+fn rel_path(path: &Path) -> Option<PathBuf> {
     let mut rel = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(p) => rel.push(p),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return Ok(None),
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return None,
         }
     }
-    Ok(Some(rel))
+    Some(rel)
 }
 
 fn bad_tar(src: &Path, e: io::Error) -> ImageError {
@@ -650,6 +666,8 @@ mod tests {
         dev.set_device_minor(1).unwrap();
         dev.set_cksum();
         b.append(&dev, &[][..]).unwrap();
+        b.append(&link("dev/mem2", T::Link, "./dev/mem"), &[][..])
+            .unwrap();
         b.append(&header("../escape", T::Regular, 0o644, 0, 6), &data[..])
             .unwrap();
         b.append(
@@ -692,7 +710,9 @@ mod tests {
         let fifo = md(&root.join("run/fifo"));
         assert!(fifo.file_type().is_fifo());
         assert_eq!((fifo.mode() & 0o7777, fifo.uid()), (0o620, 7));
-        assert!(!root.join("dev/sda").exists() && !root.join("dev/mem").exists());
+        for dev in ["dev/sda", "dev/mem", "dev/mem2"] {
+            assert!(!root.join(dev).exists(), "{dev}");
+        }
         assert!(!root.join("escape").exists() && !root.join("abs-escape").exists());
         assert!(!root.parent().unwrap().join("escape").exists());
     }
@@ -713,7 +733,7 @@ mod tests {
         assert!(l.id.starts_with("sha256-") && l.id.len() == "sha256-".len() + 16);
         assert_eq!(
             (l.skipped_devices, l.skipped_unsafe, l.reused),
-            (2, 3, false)
+            (3, 3, false)
         );
         assert_eq!(
             l.size_bytes,
@@ -733,7 +753,7 @@ mod tests {
         fs::write(&gz_path, gzip(&sample_tar())).unwrap();
         let gz = import_layer(&layout, &gz_path).unwrap();
         assert_ne!(gz.id, l.id, "the id hashes the input bytes");
-        assert_eq!((gz.skipped_devices, gz.skipped_unsafe), (2, 3));
+        assert_eq!((gz.skipped_devices, gz.skipped_unsafe), (3, 3));
         check_sample_layer(&layout.layer(&gz.id));
         assert_eq!(crate::images::remove_stale_temp_dirs(&layout).unwrap(), 0);
     }

@@ -278,3 +278,60 @@ impl TreeHasher {
 pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_ids() {
+        for ok in ["host-0123456789abcdef", "sha256-0123456789abcdef", "snap_1"] {
+            assert!(is_valid_layer_id(ok), "{ok}");
+        }
+        for bad in ["", ".tmp-1", "..", "a/b", "../x", "A", "x y"] {
+            assert!(!is_valid_layer_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn size_remove_and_stale_temp_dirs() {
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path());
+        layout.create().unwrap();
+        let tmp = new_temp_dir(&layout).unwrap();
+        fs::create_dir(tmp.join("d")).unwrap();
+        fs::write(tmp.join("d/a"), b"12345").unwrap();
+        fs::hard_link(tmp.join("d/a"), tmp.join("b")).unwrap();
+        std::os::unix::fs::symlink("d/a", tmp.join("c")).unwrap();
+        assert!(!publish(&layout, &tmp, "l1").unwrap());
+        assert_eq!(layer_size(&layout, "l1").unwrap(), 5 + 3);
+        assert!(matches!(
+            layer_size(&layout, "../l1"),
+            Err(ImageError::Invalid(_))
+        ));
+        assert!(matches!(
+            layer_size(&layout, "nope"),
+            Err(ImageError::Invalid(_))
+        ));
+
+        // Publishing the same id again keeps the first and drops the new one.
+        let tmp2 = new_temp_dir(&layout).unwrap();
+        assert!(publish(&layout, &tmp2, "l1").unwrap());
+        assert!(!tmp2.exists());
+        assert_eq!(layer_size(&layout, "l1").unwrap(), 8);
+
+        let stale = new_temp_dir(&layout).unwrap();
+        fs::write(stale.join("x"), b"x").unwrap();
+        assert_eq!(remove_stale_temp_dirs(&layout).unwrap(), 1);
+        assert!(!stale.exists());
+
+        remove_layer(&layout, "l1").unwrap();
+        assert!(!layout.layer("l1").exists());
+        assert_eq!(fs::read_dir(layout.trash()).unwrap().count(), 0);
+        remove_layer(&layout, "l1").unwrap(); // already gone: fine
+        assert!(matches!(
+            remove_layer(&layout, ".."),
+            Err(ImageError::Invalid(_))
+        ));
+    }
+}
