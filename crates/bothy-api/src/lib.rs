@@ -11,6 +11,7 @@ pub mod exec;
 pub mod files;
 pub mod name;
 pub mod path;
+pub mod preview;
 pub mod process;
 pub mod sandbox;
 pub mod session;
