@@ -303,3 +303,13 @@ async fn sessions_are_managed_and_persist() {
         .await;
     assert_eq!(logs["stdout"]["data"], format!("persisted\n{parent}\n"));
 }
+
+#[tokio::test]
+async fn state_recording_never_touches_the_output() {
+    let a = agent();
+    a.create(json!({"id": "s", "cwd": a.dir.path()})).await;
+    // The state file cannot be written: the command's stderr must still be exactly its own.
+    std::fs::remove_dir_all(a.dir.path().join("state/sessions")).unwrap();
+    let r = a.sh("s", "echo out; echo err >&2").await;
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("out\n", "err\n"));
+}

@@ -18,7 +18,7 @@ pub const AGENT_BIN_IN_SANDBOX: &str = "/run/bothy/bothy";
 /// It survives sleep; it is not part of the sandbox's layer, so snapshots do not carry it.
 pub const AGENT_STATE_IN_SANDBOX: &str = "/run/bothy/state";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// Sandbox name (also the hostname).
     pub name: String,
@@ -28,6 +28,18 @@ pub struct AgentConfig {
     /// Directory for the agent's persistent records.
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
+}
+
+impl Default for AgentConfig {
+    /// A config whose `state_dir` is the in-sandbox default (a derived `Default` would leave
+    /// it empty, and the agent would keep its records relative to its working directory).
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            env: BTreeMap::new(),
+            state_dir: default_state_dir(),
+        }
+    }
 }
 
 fn default_state_dir() -> String {

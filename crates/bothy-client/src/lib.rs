@@ -7,6 +7,7 @@
 
 mod conn;
 mod error;
+pub mod processes;
 pub mod sandboxes;
 pub mod sse;
 

@@ -73,18 +73,18 @@ pub fn build(
             // because the command may have set them.
             s.push_str("__bothy_nl=$'\\n'\n");
             s.push_str(concat!(
-                r#"trap '__bothy_rc=$?; set +eu; IFS=$__bothy_nl; set -f; "#,
+                r#"trap '__bothy_rc=$?; set +eu; IFS=$__bothy_nl; set -f; { "#,
                 r#"{ builtin printf "%s\0%s\0" "$__bothy_rc" "${PWD:-$(builtin pwd)}"; "#,
                 r#"for __bothy_n in $(builtin compgen -e); do "#,
                 r#"[[ -n "${!__bothy_n+x}" ]] && builtin printf "%s=%s\0" "$__bothy_n" "${!__bothy_n}"; "#,
-                r#"done; } >"$__bothy_state" 2>/dev/null; builtin exit $__bothy_rc' EXIT"#,
+                r#"done; } >"$__bothy_state"; } 2>/dev/null; builtin exit $__bothy_rc' EXIT"#,
                 "\n"
             ));
         }
         Shell::Sh => {
             s.push_str(concat!(
-                r#"trap '__bothy_rc=$?; { printf "%s\000%s\000" "$__bothy_rc" "$(pwd)"; "#,
-                r#"/usr/bin/env -0 2>/dev/null || env -0; } >"$__bothy_state" 2>/dev/null; "#,
+                r#"trap '__bothy_rc=$?; { { printf "%s\000%s\000" "$__bothy_rc" "$(pwd)"; "#,
+                r#"/usr/bin/env -0 2>/dev/null || env -0; } >"$__bothy_state"; } 2>/dev/null; "#,
                 r#"exit $__bothy_rc' EXIT"#,
                 "\n"
             ));
