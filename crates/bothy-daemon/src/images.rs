@@ -26,6 +26,8 @@ pub struct Images {
 impl Images {
     /// Builds or refreshes the `host` image and records it.
     pub fn open(layout: Layout, store: Arc<dyn MetaStore>) -> Result<Self, StartupError> {
+        layers::remove_stale_temp_dirs(&layout)
+            .map_err(|e| StartupError::new("clean temporary layers", e))?;
         let host = layers::ensure_host_image(&layout)
             .map_err(|e| StartupError::new("build the host image", e))?;
         let size = dir_size(&layout.layer(&host.skeleton_layer));
@@ -84,15 +86,10 @@ impl Images {
             ));
         }
         let layer = layers::import_layer(&self.layout, path).map_err(|e| match e {
-            layers::ImageError::Invalid(m) => DaemonError::invalid(m),
-            layers::ImageError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                DaemonError::new(
-                    ErrorCode::FileNotFound,
-                    format!("{}: no such file or directory", path.display()),
-                )
+            layers::ImageError::Invalid(m) if m.ends_with("no such file or directory") => {
+                DaemonError::new(ErrorCode::FileNotFound, m)
             }
+            layers::ImageError::Invalid(m) => DaemonError::invalid(m),
             other => DaemonError::internal("import image", &other),
         })?;
         let rec = ImageRecord {

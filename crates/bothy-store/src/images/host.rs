@@ -203,6 +203,14 @@ fn excluded(rel: &Path, md: &fs::Metadata) -> bool {
             b"hostname",
             b"krb5.keytab",
             b".pwd.lock",
+            // Host tooling configuration that may carry credentials or credential helpers
+            // (registry tokens, git credential helpers): the host's, not the sandbox's.
+            b"npmrc",
+            b"pip.conf",
+            b"gitconfig",
+            b"netrc",
+            b".netrc",
+            b"docker",
         ];
         if TOP_EXCLUDED.contains(&name) {
             return true;
