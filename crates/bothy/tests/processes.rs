@@ -737,3 +737,131 @@ async fn ports_api_refuses_bad_input() {
     sandbox(&d, "p").await;
     assert!(c.list_ports("p").await.unwrap().ports.is_empty());
 }
+
+/// Abuse: a preview URL reaches only the exposed port of its own sandbox — not the host's
+/// loopback, not another sandbox, not with another sandbox's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_reach_only_their_own_sandbox() {
+    let Some(d) = daemon().await else { return };
+    let tcp = d.tcp_addr.clone().unwrap();
+    // A service on the host's loopback that a preview must never reach.
+    let host_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_port = host_listener.local_addr().unwrap().port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let reached = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = host_listener.accept().await {
+                reached.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nhost")
+                    .await;
+            }
+        });
+    }
+    sandbox(&d, "a").await;
+    sandbox(&d, "b").await;
+    let c = &d.client;
+    let exposed = c
+        .expose_port(
+            "a",
+            &ExposeRequest {
+                port: host_port,
+                rotate: false,
+            },
+        )
+        .await
+        .unwrap();
+    let (status, body) = http_get(&tcp, &host_of(&exposed.url), "/").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        !reached.load(std::sync::atomic::Ordering::SeqCst),
+        "a preview reached the host"
+    );
+    // Sandbox b serves on a port; a's token does not open it, nor does b's name with a's URL.
+    c.start_process(
+        "b",
+        &ProcessStart {
+            id: Some("srv".into()),
+            argv: argv(&[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+            ]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.wait_port(
+        "b",
+        "srv",
+        &WaitPort {
+            port: 8000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a8000 = c
+        .expose_port(
+            "a",
+            &ExposeRequest {
+                port: 8000,
+                rotate: false,
+            },
+        )
+        .await
+        .unwrap();
+    let (status, _) = http_get(&tcp, &host_of(&a8000.url), "/").await;
+    assert_eq!(
+        status, 502,
+        "a's port 8000 is a's own loopback, where nothing listens"
+    );
+    let forged = host_of(&a8000.url).replacen("-a-", "-b-", 1);
+    let (status, _) = http_get(&tcp, &forged, "/").await;
+    assert_eq!(
+        status, 404,
+        "b's port is not exposed; a's token must not open it"
+    );
+    let b8000 = c
+        .expose_port(
+            "b",
+            &ExposeRequest {
+                port: 8000,
+                rotate: false,
+            },
+        )
+        .await
+        .unwrap();
+    let forged = host_of(&b8000.url).replace(b8000.token.as_str(), a8000.token.as_str());
+    assert_eq!(http_get(&tcp, &forged, "/").await.0, 404);
+    assert_eq!(http_get(&tcp, &host_of(&b8000.url), "/").await.0, 200);
+    // Ids that would be paths are refused.
+    let e = c
+        .start_process(
+            "a",
+            &ProcessStart {
+                id: Some("../../evil".into()),
+                shell: Some("true".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+    let e = c
+        .create_session(
+            "a",
+            &SessionCreate {
+                id: Some("../x".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+}
