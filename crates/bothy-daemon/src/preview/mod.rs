@@ -16,6 +16,7 @@
 pub mod api;
 pub mod listener;
 pub mod proxy;
+pub mod splice;
 
 use std::sync::{Arc, OnceLock};
 

@@ -13,12 +13,10 @@ use super::Previews;
 pub const WAKE_PORT_WAIT: Duration = Duration::from_secs(30);
 /// Delay between connection attempts while waiting.
 const RETRY_EVERY: Duration = Duration::from_millis(25);
-/// Buffer size of the splice, each way.
-const SPLICE_BUF: usize = 64 * 1024;
 
 /// Serves a connection whose first request (of `head_len` bytes of head, not yet read) is for
 /// `target`.
-pub async fn serve(p: Previews, mut client: TcpStream, target: PreviewHost, head_len: usize) {
+pub async fn serve(p: Previews, client: TcpStream, target: PreviewHost, head_len: usize) {
     let _ = client.set_nodelay(true);
     let not_found = || {
         ApiError::new(
@@ -69,7 +67,7 @@ pub async fn serve(p: Previews, mut client: TcpStream, target: PreviewHost, head
         } else {
             WAKE_PORT_WAIT
         };
-    let mut upstream = loop {
+    let upstream = loop {
         match crate::netns::connect_in(&netns, target.port).await {
             Ok(s) => break s,
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -95,13 +93,7 @@ pub async fn serve(p: Previews, mut client: TcpStream, target: PreviewHost, head
             }
         }
     };
-    let _ = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        SPLICE_BUF,
-        SPLICE_BUF,
-    )
-    .await;
+    let _ = super::splice::bidirectional(&client, &upstream).await;
 }
 
 /// Answers the first request with an API error and closes the connection. The request head is
