@@ -9,7 +9,7 @@
 //!
 //! Reported: median latency of a request on a new connection and on a kept-alive one,
 //! requests/s with 16 kept-alive connections, and MB/s of a large download. Run with
-//! `bench/preview-proxy` (needs root).
+//! `bench/preview-proxy` (needs root; `BENCH_UPSTREAM=python` to use python's http.server).
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -213,6 +213,8 @@ async fn main() {
         .unwrap()
         .exit_code
         == Some(0);
+    // BENCH_UPSTREAM=python measures against python's http.server even where node exists.
+    let has_node = has_node && std::env::var("BENCH_UPSTREAM").as_deref() != Ok("python");
     let (server, argv): (&str, Vec<String>) = if has_node {
         c.write_file(
             "bench",

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod listener;
 pub mod proxy;
+pub mod sockets;
 pub mod splice;
 
 use std::sync::{Arc, OnceLock};
@@ -31,6 +32,8 @@ pub struct Previews {
     pub manager: Arc<Manager>,
     /// The configured domain, or `localhost:{tcp port}` once the TCP listener is bound.
     domain: Arc<OnceLock<String>>,
+    /// Opens connections inside sandboxes.
+    pub sockets: Arc<sockets::Sockets>,
 }
 
 impl Previews {
@@ -43,6 +46,7 @@ impl Previews {
         Self {
             manager,
             domain: Arc::new(cell),
+            sockets: Arc::default(),
         }
     }
 

@@ -11,6 +11,16 @@ use super::Previews;
 
 /// After a wake, how long the port is waited for (on-wake services are starting).
 pub const WAKE_PORT_WAIT: Duration = Duration::from_secs(30);
+/// Buffer size, each way, when copying through user space.
+const COPY_BUF: usize = 256 * 1024;
+
+/// Whether bytes are moved with `splice(2)` (default) or copied through user space
+/// (`BOTHY_PREVIEW_SPLICE=0`, for comparison in the benchmark).
+fn use_splice() -> bool {
+    static SPLICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLICE.get_or_init(|| std::env::var("BOTHY_PREVIEW_SPLICE").as_deref() != Ok("0"))
+}
+
 /// Delay between connection attempts while waiting.
 const RETRY_EVERY: Duration = Duration::from_millis(25);
 
@@ -68,7 +78,11 @@ pub async fn serve(p: Previews, client: TcpStream, target: PreviewHost, head_len
             WAKE_PORT_WAIT
         };
     let upstream = loop {
-        match crate::netns::connect_in(&netns, target.port).await {
+        let connected = p
+            .sockets
+            .connect(&target.sandbox, running.started.pid, &netns, target.port)
+            .await;
+        match connected {
             Ok(s) => break s,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!(error = %e, "preview upstream not ready yet");
@@ -93,7 +107,18 @@ pub async fn serve(p: Previews, client: TcpStream, target: PreviewHost, head_len
             }
         }
     };
-    let _ = super::splice::bidirectional(&client, &upstream).await;
+    if use_splice() {
+        let _ = super::splice::bidirectional(&client, &upstream).await;
+    } else {
+        let (mut client, mut upstream) = (client, upstream);
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUF,
+            COPY_BUF,
+        )
+        .await;
+    }
 }
 
 /// Answers the first request with an API error and closes the connection. The request head is
