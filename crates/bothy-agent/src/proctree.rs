@@ -122,6 +122,31 @@ pub fn kill_tree(root: i32, signal: i32) -> usize {
     stopped.len()
 }
 
+/// Kills the whole tree of `root` and waits (up to `limit`) until its processes are gone, so a
+/// caller told "killed" can start new processes at once (a fork bomb's thousands of processes
+/// hold the sandbox's pids limit until they are reaped). Waits asynchronously: the agent's
+/// reaper must run meanwhile.
+pub async fn kill_tree_and_wait(root: i32, limit: std::time::Duration) {
+    let members = {
+        let mut m = tree(root);
+        m.insert(root);
+        m
+    };
+    kill_tree(root, libc::SIGKILL);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let alive = members
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive && tree(root).is_empty() {
+            return;
+        }
+        // Stragglers that were forking while we looked get the signal too.
+        kill_tree(root, libc::SIGKILL);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Parses a signal given by name (`TERM`, `SIGKILL`, `int`) or number.
 pub fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {

@@ -432,3 +432,67 @@ async fn dropping_the_json_request_kills_the_tree() {
         "command survived the dropped request"
     );
 }
+
+#[tokio::test]
+async fn large_output_is_complete_both_ways() {
+    let app = app();
+    let r = exec(
+        &app,
+        json!({"shell": "head -c 5000000 /dev/zero | tr '\\0' x; echo -n e >&2"}),
+    )
+    .await;
+    assert_eq!((r.stdout.len(), r.stderr.as_str()), (5_000_000, "e"));
+    assert!(r.stdout.bytes().all(|b| b == b'x'));
+    let evs = sse_events(
+        &app,
+        json!({"argv": ["head", "-c", "3000000", "/dev/urandom"]}),
+    )
+    .await;
+    assert_eq!(stream_bytes(&evs, "stdout").len(), 3_000_000);
+}
+
+/// A flood of output neither starves the timeout nor grows the JSON reply past its cap.
+#[tokio::test]
+async fn flood_is_capped_and_still_times_out() {
+    let _app = app(); // starts the reaper
+    let spec = bothy_agent::exec::Spec::from_request(
+        &serde_json::from_value(json!({"argv": ["yes"], "timeout_ms": 300})).unwrap(),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let running = bothy_agent::exec::Running::start(spec).unwrap();
+    let t = Instant::now();
+    let r = bothy_agent::exec::output::collect(running, 1 << 20).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(r.timed_out);
+    assert!(r.stdout_truncated && !r.stderr_truncated);
+    assert_eq!(r.stdout.len(), 1 << 20);
+}
+
+/// A background process that keeps writing after the main process exited cannot hold the
+/// reply open past the drain bound.
+#[tokio::test]
+async fn chatty_background_process_is_cut_off_after_exit() {
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    let bg = dir.path().join("bg");
+    let t = Instant::now();
+    let r = exec(
+        &app,
+        json!({"shell": format!("(while :; do echo tick; sleep 0.01; done) & echo $! > {}; echo main", bg.display())}),
+    )
+    .await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        r.stdout.starts_with("main\n") || r.stdout.contains("main\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.exit_code, Some(0));
+    bothy_agent::proctree::kill_tree(read_pid(&bg), libc::SIGKILL);
+}

@@ -8,6 +8,7 @@ use axum::body::Body;
 use bothy_api::files::{FileEntry, FileList, FileType, WriteResult};
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 
@@ -481,4 +482,49 @@ async fn symlink_climbing_above_root_stays_at_root() {
     )
     .await;
     assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "path_escape"));
+}
+
+/// An upload that fails or is abandoned half-way leaves neither a partial file nor a temporary
+/// one, and the old contents stay.
+#[tokio::test]
+async fn failed_or_abandoned_upload_leaves_nothing() {
+    use tower::ServiceExt as _;
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}/f", dir.path().display());
+    std::fs::write(&path, "old").unwrap();
+
+    let failing = futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(std::io::Error::other("client broke")),
+    ]);
+    let (status, v) = put(&app, &path, "", Body::from_stream(failing)).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    let stalled = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        b"partial",
+    ))])
+    .chain(futures_util::stream::pending());
+    let req = Request::put(format!("/v1/files?path={}", q(&path)))
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        app.clone().oneshot(req),
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "the upload should still be waiting for its body"
+    );
+
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
 }

@@ -31,8 +31,6 @@ pub struct AgentConfig {
 }
 
 impl Default for AgentConfig {
-    /// A config whose `state_dir` is the in-sandbox default (a derived `Default` would leave
-    /// it empty, and the agent would keep its records relative to its working directory).
     fn default() -> Self {
         Self {
             name: String::new(),

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     Timeout,
     ProcessExited,
     SandboxUnavailable,
+    /// The sandbox is at a resource limit (processes, memory); retry later.
+    ResourceExhausted,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -50,7 +52,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             BadGateway => 502,
-            SandboxUnavailable => 503,
+            SandboxUnavailable | ResourceExhausted => 503,
             Internal | Unknown => 500,
         }
     }
@@ -80,6 +82,7 @@ impl ErrorCode {
             Timeout => "timeout",
             ProcessExited => "process_exited",
             SandboxUnavailable => "sandbox_unavailable",
+            ResourceExhausted => "resource_exhausted",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",

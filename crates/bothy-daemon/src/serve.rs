@@ -28,13 +28,11 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     }
     if cfg.listen.is_some() && cfg.token.is_none() {
         let token = auth::generate_token();
-        let saved = FileConfig {
+        FileConfig {
             token: Some(token.clone()),
-            ..file_cfg
-        };
-        saved
-            .save(&layout.config())
-            .map_err(|e| StartupError::new("save the generated token", e))?;
+        }
+        .save(&layout.config())
+        .map_err(|e| StartupError::new("save the generated token", e))?;
         tracing::warn!(
             "no BOTHY_TOKEN given: generated one and saved it in {} (root only)",
             layout.config().display()

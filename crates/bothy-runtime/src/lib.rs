@@ -121,14 +121,20 @@ pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Starts the sandbox and returns once its init runs `bothy agent` (the agent's socket is
-    /// already listening, so requests can be sent at once).
+    /// already listening, so requests can be sent at once). Fails if the sandbox already runs.
+    ///
+    /// The init becomes a child of the calling process (a child subreaper): when it exits on its
+    /// own (the pidfd turns readable), reap it with `waitpid(pid, WNOHANG)` or call [`stop`],
+    /// which does. Never `waitpid(-1)`.
+    ///
+    /// [`stop`]: Runtime::stop
     fn start(&self, spec: SandboxSpec) -> Result<Started, RuntimeError>;
 
     /// Stops every process of the sandbox and returns once they are gone and the sandbox's
     /// mounts are released, so its layer can be mounted again. Idempotent.
     fn stop(&self, name: &SandboxName, started: Option<Started>) -> Result<(), RuntimeError>;
 
-    /// Whether `started` still names the sandbox's live init.
+    /// Whether `started` still names the sandbox's live init (a zombie is not alive).
     fn is_alive(&self, started: &Started) -> bool;
 
     /// A pidfd of the sandbox's init, readable once it exits.

@@ -28,7 +28,13 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 7] = [
+        ("planted_symlinks_are_refused", planted_symlinks_are_refused),
+        (
+            "exited_init_is_reaped_by_stop",
+            exited_init_is_reaped_by_stop,
+        ),
+        ("v1_sweep_without_cgroup_kill", v1_sweep_without_cgroup_kill),
         ("isolation_and_persistence", isolation_and_persistence),
         ("setup_error_is_reported", setup_error_is_reported),
         ("stop_without_start_is_fine", stop_without_start_is_fine),
@@ -65,7 +71,10 @@ impl Rt {
         let rt = NativeRuntime::new(NativeConfig {
             cgroup_parent: parent.clone(),
             uid_base: UID_BASE,
-            init_binary: std::env::current_exe().unwrap(),
+            // BOTHY_INIT_BINARY=target/debug/bothy checks the real binary's dispatch.
+            init_binary: std::env::var_os("BOTHY_INIT_BINARY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::current_exe().unwrap()),
         })
         .unwrap();
         Rt { rt, parent }
@@ -211,6 +220,12 @@ umount /proc 2>/dev/null && echo "umount_proc=ok" || echo "umount_proc=denied"
 umount -l /run/bothy/bothy 2>/dev/null && echo "umount_agent=ok" || echo "umount_agent=denied"
 mount -o remount,bind,rw /run/bothy/bothy 2>/dev/null && echo "remount_agent=ok" || echo "remount_agent=denied"
 ( echo x > /run/bothy/bothy ) 2>/dev/null && echo "write_agent=ok" || echo "write_agent=denied"
+mount -t tmpfs none /mnt 2>/dev/null && echo "mount_tmpfs=ok" || echo "mount_tmpfs=denied"
+if command -v unshare >/dev/null; then
+  unshare --user --map-root-user --mount sh -c 'umount /proc' 2>/dev/null && echo "nested_umount=ok" || echo "nested_umount=denied"
+  unshare --user --map-root-user --mount sh -c 'mount -o remount,bind,rw /run/bothy/bothy' 2>/dev/null && echo "nested_remount=ok" || echo "nested_remount=denied"
+  unshare --user --map-root-user --mount sh -c 'mount -t tmpfs none /mnt && echo nested-tmpfs' 2>&1 | grep -q nested-tmpfs && echo "nested_userns=works" || echo "nested_userns=broken"
+fi
 mount -t proc proc /mnt 2>/dev/null && echo "mount_proc=ok" || echo "mount_proc=denied"
 mount -t sysfs sysfs /mnt 2>/dev/null && echo "mount_sysfs=ok" || echo "mount_sysfs=denied"
 mknod /tmp/x c 1 3 2>/dev/null && echo "mknod=ok" || echo "mknod=denied"
@@ -220,6 +235,7 @@ for f in kcore keys timer_list sysrq-trigger latency_stats sched_debug; do
   if [ ! -e /proc/$f ] || [ -c /proc/$f ]; then echo "mask_$f=masked"; else echo "mask_$f=exposed"; fi
 done
 echo "net=$(ls /sys/class/net | tr '\n' ' ')"
+cp /bin/true /run/bothy/state/t 2>/dev/null && { /run/bothy/state/t 2>/dev/null && echo "state_exec=ok" || echo "state_exec=denied"; rm -f /run/bothy/state/t; }
 echo "lo_flags=$(cat /sys/class/net/lo/flags)"
 echo "fd3=$(readlink /proc/self/fd/3 | cut -d: -f1)"
 echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
@@ -227,6 +243,13 @@ echo "nnp=$(grep NoNewPrivs /proc/self/status | tr -d ' \t' | cut -d: -f2)"
 echo "devs=$(ls /dev | tr '\n' ' ')"
 echo "shm_owner=$(stat -c %u /dev/shm)"
 echo "cgroup=$(cat /proc/self/cgroup | grep -c '::/$')"
+if command -v python3 >/dev/null; then
+  python3 -c 'import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in (("keyctl", 250), ("bpf", 321), ("userfaultfd", 323), ("io_uring_setup", 425)):
+    r = libc.syscall(nr, 0, 0, 0, 0, 0)
+    print("seccomp_%s=%s" % (name, "denied" if r == -1 and ctypes.get_errno() == 1 else "allowed"))'
+fi
 echo hello > /workspace/f && echo "write_workspace=ok"
 touch /usr/bothy-probe && echo "write_usr=ok"
 echo "sandbox_usr_owner=$(stat -c %u /usr/bin)"
@@ -259,6 +282,8 @@ fn isolation_and_persistence() {
         "umount_agent",
         "remount_agent",
         "write_agent",
+        "mount_tmpfs",
+        "state_exec",
         "mount_proc",
         "mount_sysfs",
         "mknod",
@@ -276,6 +301,12 @@ fn isolation_and_persistence() {
         "sched_debug",
     ] {
         assert_eq!(get(&format!("mask_{f}")), "masked", "/proc/{f}");
+    }
+    if Path::new("/usr/bin/unshare").exists() {
+        // Nested user+mount namespaces work, but the mounts they inherit are locked.
+        assert_eq!(get("nested_userns"), "works");
+        assert_eq!(get("nested_umount"), "denied");
+        assert_eq!(get("nested_remount"), "denied");
     }
     assert_eq!(get("net").trim(), "lo");
     let lo_flags = u32::from_str_radix(get("lo_flags").trim_start_matches("0x"), 16).unwrap();
@@ -297,6 +328,11 @@ fn isolation_and_persistence() {
     }
     assert_eq!(get("shm_owner"), "0");
     assert_eq!(get("cgroup"), "1", "cgroup namespace root");
+    if cfg!(target_arch = "x86_64") && Path::new("/usr/bin/python3").exists() {
+        for sc in ["keyctl", "bpf", "userfaultfd", "io_uring_setup"] {
+            assert_eq!(get(&format!("seccomp_{sc}")), "denied", "{sc}");
+        }
+    }
     assert_eq!(get("write_workspace"), "ok");
     assert_eq!(get("write_usr"), "ok");
     assert_eq!(get("sandbox_usr_owner"), "0");
@@ -349,6 +385,13 @@ fn isolation_and_persistence() {
     assert!(rt.rt.pidfd(&started).is_ok());
 
     let n = SandboxName::new(name).unwrap();
+    let err = rt
+        .rt
+        .start(fx.spec(name, "true", fx.listener()))
+        .unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+    assert!(rt.rt.is_alive(&started));
+
     rt.rt.stop(&n, Some(started)).unwrap();
     assert!(!rt.rt.is_alive(&started));
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/{}/{name}", rt.parent)).exists());
@@ -389,6 +432,76 @@ fn setup_error_is_reported() {
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/{}/broken", rt.parent)).exists());
 }
 
+/// The sandbox writes its own upper layer and state dir, and setup runs as host root: symlinks
+/// planted there must not make setup create, mount over, append to or chown host paths.
+fn planted_symlinks_are_refused() {
+    use std::os::unix::fs::symlink;
+    let rt = Rt::new("link");
+    let fx = Fixture::new();
+    let host = fx.p("host");
+    fs::create_dir(&host).unwrap();
+    let name = SandboxName::new("planted").unwrap();
+    let upper = fx.p("layer/root/upper");
+    fs::create_dir_all(&upper).unwrap();
+    for mount_point in ["run", "usr", "proc", "dev"] {
+        let link = upper.join(mount_point);
+        // An earlier attempt may have created the mount point (e.g. /usr) in the upper.
+        let _ = fs::remove_dir(&link);
+        symlink(host.join(mount_point).join("x"), &link).unwrap();
+        let err = rt
+            .rt
+            .start(fx.spec("planted", "true", fx.listener()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("mount point /{mount_point}")),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&host).unwrap().count(), 0, "host dir touched");
+        fs::remove_file(&link).unwrap();
+    }
+    // agent.log -> a host file: neither appended to nor chowned.
+    let victim = host.join("victim");
+    fs::write(&victim, "secret\n").unwrap();
+    let _ = fs::remove_file(fx.p("state/agent.log"));
+    symlink(&victim, fx.p("state/agent.log")).unwrap();
+    let err = rt
+        .rt
+        .start(fx.spec("planted", "true", fx.listener()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("agent.log"), "{err}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "secret\n");
+    assert_eq!(fs::metadata(&victim).unwrap().uid(), 0);
+    rt.rt.stop(&name, None).unwrap();
+}
+
+/// An agent that exits on its own leaves a zombie (the runtime's caller is its subreaper): it is
+/// not alive, and stop reaps it.
+fn exited_init_is_reaped_by_stop() {
+    let rt = Rt::new("exit");
+    let fx = Fixture::new();
+    let mut spec = fx.spec("quitter", "true", fx.listener());
+    spec.agent_args = vec!["-c".into(), "exit 3".into()];
+    let s = rt.rt.start(spec).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.rt.is_alive(&s) {
+        assert!(Instant::now() < deadline, "init did not exit");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        Path::new(&format!("/proc/{}", s.pid)).exists(),
+        "zombie until reaped"
+    );
+    rt.rt
+        .stop(&SandboxName::new("quitter").unwrap(), Some(s))
+        .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", s.pid)).exists(),
+        "reaped by stop"
+    );
+}
+
 fn stop_without_start_is_fine() {
     let rt = Rt::new("idle");
     let n = SandboxName::new("never").unwrap();
@@ -405,9 +518,70 @@ fn stop_without_start_is_fine() {
     rt.rt.cleanup(&n).unwrap();
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// On a v1 host without the unified hierarchy there is no `cgroup.kill`: stop falls back to
+/// SIGKILLing what `cgroup.procs` lists until it is empty.
+fn v1_sweep_without_cgroup_kill() {
+    use bothy_runtime::native::cgroup::Layout;
+    let Layout::V1 { hierarchies, .. } = Layout::detect(Path::new("/sys/fs/cgroup")).unwrap()
+    else {
+        eprintln!("skipping: the host has no cgroup v1");
+        return;
+    };
+    let layout = Layout::V1 {
+        hierarchies,
+        unified: None,
+    };
+    let parent = format!("bothy-test-sweep-{}", std::process::id());
+    layout.create_parent(&parent).unwrap();
+    let cg = layout.sandbox(&parent, "sweep");
+    assert!(cg.kill_dir.is_none());
+    cg.create(&Limits::default()).unwrap();
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("100")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in &children {
+        for f in cg.procs_files() {
+            fs::write(f, c.id().to_string()).unwrap();
+        }
+    }
+    assert_eq!(cg.pids().len(), 3);
+    assert!(!cg.kill());
+    assert!(cg.sweep(Instant::now() + Duration::from_secs(5)));
+    for c in &mut children {
+        assert!(!c.wait().unwrap().success());
+    }
+    cg.remove().unwrap();
+    for (_, d) in &cg.dirs {
+        assert!(!d.exists());
+        let _ = fs::remove_dir(d.parent().unwrap());
+    }
+}
+
+/// CPU time (user + system) used so far by this process and its reaped children.
+fn cpu_used() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: rusage is plain old data; getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out pointer.
+        unsafe { libc::getrusage(who, &mut u) };
+        for t in [u.ru_utime, u.ru_stime] {
+            total += Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+        }
+    }
+    total
+}
+
+/// "median (min, p90)" of some durations.
+fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
-    v[v.len() / 2]
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.2?} (min {:.2?}, p90 {:.2?})", at(0.5), v[0], at(0.9))
 }
 
 /// Prints start/stop medians (and start-to-first-output); asserts only that they work.
@@ -416,7 +590,12 @@ fn timings() {
     let fx = Fixture::new();
     let n = SandboxName::new("timing").unwrap();
     let (mut starts, mut firsts, mut stops) = (vec![], vec![], vec![]);
-    for _ in 0..20 {
+    let runs: usize = std::env::var("BOTHY_TIMING_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let cpu0 = cpu_used();
+    for _ in 0..runs {
         let _ = fs::remove_file(fx.p("state/out"));
         let t0 = Instant::now();
         let s = rt
@@ -428,17 +607,24 @@ fn timings() {
             .unwrap_or_default()
             .ends_with("DONE\n")
         {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         firsts.push(t0.elapsed());
         let t1 = Instant::now();
         rt.rt.stop(&n, Some(s)).unwrap();
         stops.push(t1.elapsed());
+        if std::env::var_os("BOTHY_TIMING_CLEAN_WORK").is_some() {
+            for o in ["root", "usr"] {
+                let _ = fs::remove_dir(fx.p(&format!("layer/{o}/work/work")));
+            }
+        }
     }
+    let cpu = (cpu_used() - cpu0) / runs as u32;
+    eprintln!("cpu time per start+stop (runtime, init, agent; not kernel workers): {cpu:.2?}");
     eprintln!(
-        "timings (median of 20): start {:?}, start to first output {:?}, stop {:?}",
-        median(starts),
-        median(firsts),
-        median(stops)
+        "timings over {runs} runs: start {}, start to first output {}, stop {}",
+        stats(starts),
+        stats(firsts),
+        stats(stops)
     );
 }

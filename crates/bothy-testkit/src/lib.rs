@@ -237,7 +237,8 @@ fn kill_cgroup_tree(parent: &str) {
             .filter(|p| p.exists())
             .collect()
     };
-    for _ in 0..50 {
+    // Up to 5 s: a killed sandbox's processes (thousands after a fork bomb) take a moment to go.
+    for _ in 0..250 {
         let mut remaining = false;
         for root in &roots {
             let dir = root.join(parent);

@@ -148,7 +148,8 @@ async fn cannot_see_or_touch_the_host() {
     denied(&d, "probe", "echo h > /proc/sysrq-trigger").await;
     denied(&d, "probe", "echo x > /sys/kernel/uevent_helper").await;
     denied(&d, "probe", "hostname evil").await;
-    // Loading a kernel module: finit_module(2) must fail with EPERM.
+    // Loading a kernel module: finit_module(2) must fail (EPERM; ENOSYS on kernels built
+    // without module support, like this machine kind's).
     let (_, errno) = probe(
         &d,
         "probe",
@@ -156,7 +157,7 @@ async fn cannot_see_or_touch_the_host() {
     )
     .await;
     assert!(
-        errno.contains("Operation not permitted"),
+        errno.contains("Operation not permitted") || errno.contains("Function not implemented"),
         "finit_module: {errno}"
     );
     // The agent binary (the host's bothy, bind-mounted) cannot be modified (CVE-2019-5736).
@@ -236,8 +237,14 @@ async fn bombs_stay_inside_their_sandbox() {
     let fork = tokio::spawn(async move {
         c.exec(
             "bomb",
+            // The root (bash, which survives a failed fork where dash exits) spins without
+            // forking, so only the timeout ends it, and with it the whole tree.
             &ExecRequest {
-                shell: Some("bomb() { bomb | bomb & }; bomb; sleep 30".into()),
+                argv: Some(vec![
+                    "bash".into(),
+                    "-c".into(),
+                    "bomb() { bomb | bomb & }; bomb; while :; do :; done".into(),
+                ]),
                 timeout_ms: Some(4000),
                 ..Default::default()
             },
@@ -252,7 +259,7 @@ async fn bombs_stay_inside_their_sandbox() {
         "another sandbox keeps serving during a fork bomb"
     );
     let r = fork.await.unwrap().expect("the bomb's exec returns");
-    assert!(r.timed_out, "{r:?}");
+    assert!(r.timed_out, "exit {:?} signal {:?}", r.exit_code, r.signal);
 
     // Memory bomb: the sandbox's memory limit kills it, not the machine.
     let r = d
@@ -271,7 +278,13 @@ async fn bombs_stay_inside_their_sandbox() {
         )
         .await
         .unwrap();
-    assert_eq!(r.signal, Some(9), "OOM-killed: {r:?}");
+    assert_eq!(
+        r.signal,
+        Some(9),
+        "OOM-killed: exit {:?}, stderr {:?}",
+        r.exit_code,
+        &r.stderr[..r.stderr.len().min(300)]
+    );
     let (code, _) = probe(&d, "calm", "true").await;
     assert_eq!(code, 0);
     // The bomb's sandbox itself recovers (or is woken again on the next request).

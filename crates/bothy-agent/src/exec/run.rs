@@ -276,7 +276,7 @@ impl Running {
                 }
                 Step::Deadline => {
                     self.timed_out = true;
-                    proctree::kill_tree(self.guard.pid, libc::SIGKILL);
+                    proctree::kill_tree_and_wait(self.guard.pid, Duration::from_secs(3)).await;
                 }
                 Step::DrainOver => {} // checked at the top of the loop
             }
@@ -428,6 +428,10 @@ fn spawn_error(program: &str, e: &io::Error) -> AgentError {
             "not found (a path component is not a directory)",
         ),
         (_, Some(libc::ELOOP)) => (ErrorCode::InvalidPath, "too many levels of symbolic links"),
+        (_, Some(libc::EAGAIN)) | (_, Some(libc::ENOMEM)) => (
+            ErrorCode::ResourceExhausted,
+            "could not be started: the sandbox is at its process or memory limit; retry once some processes exit",
+        ),
         _ => {
             return AgentError::internal(format!("could not start program {program:?}: {e}"));
         }

@@ -7,7 +7,10 @@
 //! `/../../..` is the sandbox's `/`, never the host's.
 //!
 //! Contents are streamed both ways (any size, binary-safe): the agent's `DefaultBodyLimit`
-//! only bounds buffering extractors, and a write reads its body as a stream. Listings stop at
+//! only bounds buffering extractors, and a write reads its body as a stream. A write goes to a
+//! temporary file in the same directory, renamed over the target at the end (atomic; removed if
+//! the upload fails or its client goes away); the file gets `mode` (octal, default 0644; an
+//! existing file's mode is not kept). `move` creates the parents of its target like `write`. Listings stop at
 //! [`entry::MAX_LIST_ENTRIES`] entries and say `truncated: true`. Directory walks and removals
 //! run on the blocking pool so one big tree does not stall the agent's other requests.
 

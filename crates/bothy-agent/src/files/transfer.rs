@@ -67,22 +67,27 @@ pub async fn write(path: &str, mode: u32, body: Body) -> Result<WriteResult, Age
     let dir = parent(path);
     std::fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, &e))?;
     let base = path.rsplit('/').next().unwrap_or("file");
-    let tmp = format!("{dir}/.{base}.bothy-{:016x}.tmp", rand::random::<u64>());
-    let result = write_tmp(&tmp, path, mode, body).await;
-    match result {
-        Ok(n) => match std::fs::rename(&tmp, path) {
-            Ok(()) => Ok(WriteResult {
-                path: path.to_string(),
-                bytes_written: n,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(AgentError::io(path, &e))
-            }
-        },
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+    let mut tmp = TempFile(format!(
+        "{dir}/.{base}.bothy-{:016x}.tmp",
+        rand::random::<u64>()
+    ));
+    let written = write_tmp(&tmp.0, path, mode, body).await?;
+    std::fs::rename(&tmp.0, path).map_err(|e| AgentError::io(path, &e))?;
+    tmp.0.clear(); // renamed: nothing left to clean up
+    Ok(WriteResult {
+        path: path.to_string(),
+        bytes_written: written,
+    })
+}
+
+/// A temporary file removed when dropped: on an error, and also when the client goes away
+/// mid-upload (hyper then drops the handler's future and no code after an `.await` runs).
+struct TempFile(String);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = std::fs::remove_file(&self.0);
         }
     }
 }

@@ -30,7 +30,7 @@ impl Manager {
                 }
                 ticks += 1;
                 this.idle_tick(every, &mut cpu).await;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     this.flush_activity();
                 }
             }

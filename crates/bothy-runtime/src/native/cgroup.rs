@@ -121,13 +121,30 @@ impl Layout {
     }
 }
 
+/// Delegates memory, pids and cpu to the children of `dir` (v2). memory and pids are required;
+/// cpu is skipped with a warning when the kernel or the parent does not offer it.
 fn enable_controllers(dir: &Path) -> Result<(), RuntimeError> {
+    let available = fs::read_to_string(dir.join("cgroup.controllers"))
+        .map_err(|e| RuntimeError::io(format!("read {}/cgroup.controllers", dir.display()), e))?;
+    let available: Vec<&str> = available.split_whitespace().collect();
     let current = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let missing: Vec<String> = ["memory", "pids", "cpu"]
-        .iter()
-        .filter(|c| !current.split_whitespace().any(|x| x == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
+    let mut missing = Vec::new();
+    for c in ["memory", "pids", "cpu"] {
+        if current.split_whitespace().any(|x| x == c) {
+            continue;
+        }
+        if !available.contains(&c) {
+            if c == "cpu" {
+                tracing::warn!(cgroup = %dir.display(), "cgroup v2 cpu controller not available; no cpu weights");
+                continue;
+            }
+            return Err(RuntimeError::Unsupported(format!(
+                "cgroup v2 controller {c} is not available in {}",
+                dir.display()
+            )));
+        }
+        missing.push(format!("+{c}"));
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -189,10 +206,12 @@ impl SandboxCgroups {
             let d = &self.dirs[0].1;
             write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
             write(&d.join("pids.max"), &limits.pids.to_string())?;
-            write(
-                &d.join("cpu.weight"),
-                &limits.cpu_weight.clamp(1, 10000).to_string(),
-            )?;
+            if d.join("cpu.weight").exists() {
+                write(
+                    &d.join("cpu.weight"),
+                    &limits.cpu_weight.clamp(1, 10000).to_string(),
+                )?;
+            }
         } else {
             if let Some(d) = self.dir("memory") {
                 write(
@@ -309,7 +328,8 @@ impl SandboxCgroups {
                 memory_bytes: num(&read(d.join("memory.current"))?),
             })
         } else {
-            let cpu = match self.dir("cpuacct") {
+            // With cpu,cpuacct co-mounted, the one hierarchy is listed as "cpu".
+            let cpu = match self.dir("cpuacct").or(self.dir("cpu")) {
                 Some(d) => num(&read(d.join("cpuacct.usage"))?),
                 None => 0,
             };
@@ -349,9 +369,28 @@ mod tests {
         let d = t.path().join("bothy/web");
         assert_eq!(s.procs_files(), vec![d.join("cgroup.procs")]);
         assert_eq!(s.kill_dir, Some(d.clone()));
-        // Creating writes v2 limits (plain files on the fake tree).
-        fs::write(t.path().join("cgroup.subtree_control"), "").unwrap();
+        // Creating writes v2 limits (plain files on the fake tree; the kernel would create the
+        // interface files itself).
+        fs::write(
+            t.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        fs::write(t.path().join("cgroup.subtree_control"), "memory pids\n").unwrap();
+        fs::create_dir_all(t.path().join("bothy")).unwrap();
+        fs::write(
+            t.path().join("bothy/cgroup.controllers"),
+            "cpu memory pids\n",
+        )
+        .unwrap();
         l.create_parent("bothy").unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpu",
+            "only the missing controller is enabled at the root"
+        );
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("cpu.weight"), "").unwrap();
         assert_eq!(
             fs::read_to_string(t.path().join("bothy/cgroup.subtree_control")).unwrap(),
             "+memory +pids +cpu"
@@ -374,6 +413,16 @@ mod tests {
                 memory_bytes: 4096
             }
         );
+    }
+
+    #[test]
+    fn v2_without_memory_controller_is_unsupported() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
+        let l = Layout::detect(t.path()).unwrap();
+        let err = l.create_parent("bothy").unwrap_err();
+        assert!(matches!(err, RuntimeError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("memory"), "{err}");
     }
 
     #[test]
@@ -404,6 +453,15 @@ mod tests {
         assert_eq!(
             fs::read_to_string(t.path().join("memory/p/n/memory.limit_in_bytes")).unwrap(),
             "100"
+        );
+        fs::write(cpu.join("p/n/cpuacct.usage"), "123\n").unwrap();
+        fs::write(t.path().join("memory/p/n/memory.usage_in_bytes"), "456\n").unwrap();
+        assert_eq!(
+            s.usage().unwrap(),
+            Usage {
+                cpu_usage_ns: 123,
+                memory_bytes: 456
+            }
         );
     }
 

@@ -8,8 +8,9 @@
 //!    recursively private, builds the root (overlays, `/proc`, `/sys`,
 //!    `/dev`, `/run`), sets the hostname, brings `lo` up, `pivot_root`s, unshares its user
 //!    namespace (the parent, still privileged outside, writes `0 uid_base 65536`), becomes
-//!    root in it, unshares a mount namespace owned by that user namespace (locking every mount
-//!    made above), sets `no_new_privs` and execs the agent;
+//!    root in it, sets `no_new_privs` and execs the agent. Its mount namespace stays owned by
+//!    the host user namespace, so sandbox root can neither mount nor unmount anything there;
+//!    in a nested user+mount namespace of its own, every inherited mount is locked;
 //! 4. the parent prints PID 1's pid on stdout and exits 0 once the exec happened (EOF on a
 //!    close-on-exec status pipe), or prints PID 1's error (`step: errno`) on stderr and exits 1.
 //!    PID 1 is then reparented to the daemon, a child subreaper.
@@ -19,6 +20,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::config::{InitConfig, CONFIG_FD};
@@ -70,7 +72,14 @@ pub fn init_main() -> ! {
 }
 
 fn read_config() -> Result<InitConfig, InitError> {
-    // SAFETY: the runtime passes the config pipe as CONFIG_FD; we take ownership of it once.
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(CONFIG_FD, libc::F_GETFD) } < 0 {
+        return Err(InitError::msg(
+            "no init config on fd 4 (this subcommand is run by the bothy runtime, not by hand)",
+        ));
+    }
+    // SAFETY: the runtime passes the config pipe as CONFIG_FD (checked open above); we take
+    // ownership of it once.
     let fd = unsafe { OwnedFd::from_raw_fd(CONFIG_FD) };
     let bytes = sys::read_to_end(&fd).step("read init config")?;
     let cfg: InitConfig =
@@ -152,11 +161,21 @@ fn pid1(
     ack: &OwnedFd,
 ) -> Result<std::convert::Infallible, InitError> {
     // The agent's stdout/stderr go to the state dir's log (the runtime reads only our status).
+    // The state dir is writable from inside the sandbox: never follow a planted symlink (we are
+    // real root here and would append to, and chown, a host file), never block on a FIFO.
     let log = fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(cfg.state_dir.join("agent.log"))
         .step("open agent.log")?;
+    if !log.metadata().step("stat agent.log")?.is_file() {
+        return Err(InitError::msg("agent.log is not a regular file"));
+    }
+    // SAFETY: fcntl on an fd we own; back to blocking mode for the agent's stdout/stderr.
+    cvt(unsafe { libc::fcntl(log.as_raw_fd(), libc::F_SETFL, libc::O_APPEND) })
+        .step("set agent.log flags")?;
     std::os::unix::fs::fchown(&log, Some(cfg.uid_base), Some(cfg.uid_base))
         .step("chown agent.log")?;
     for target in [1, 2] {
@@ -207,11 +226,14 @@ fn pid1(
         cvt(libc::setgroups(0, std::ptr::null())).step("setgroups")?;
         cvt(libc::setresgid(0, 0, 0)).step("setresgid")?;
         cvt(libc::setresuid(0, 0, 0)).step("setresuid")?;
-        // A mount namespace owned by the sandbox's user namespace: every mount inherited from
-        // the one above becomes locked (no umount, no remount rw, no peeking under masks).
-        cvt(libc::unshare(libc::CLONE_NEWNS)).step("unshare locked mount namespace")?;
+        // No second mount namespace: the current one is owned by the host user namespace, so
+        // sandbox root has no CAP_SYS_ADMIN over it (no mount, umount, remount, pivot_root).
+        // Were it owned by the sandbox's user namespace, the mounts above would be locked but
+        // sandbox root could still mount new filesystems (tmpfs) over any directory.
         cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)).step("no_new_privs")?;
     }
+    // Before exec: the agent (root) gets exactly the reduced bounding set.
+    super::caps::drop_bounding_set().step("drop capabilities")?;
     exec_agent(cfg)
 }
 
@@ -234,6 +256,8 @@ fn exec_agent(cfg: &InitConfig) -> Result<std::convert::Infallible, InitError> {
     env_p.push(std::ptr::null());
     // Nothing but stdio and the agent listener (fd 3) crosses into the sandbox.
     sys::cloexec_from(4).step("close fds")?;
+    // Last, so the setup above is not filtered (the filter needs no_new_privs, set before).
+    super::seccomp::install().step("install seccomp filter")?;
     // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(bin.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
     Err(io::Error::last_os_error()).step("exec agent")

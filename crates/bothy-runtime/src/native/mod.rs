@@ -1,6 +1,6 @@
 //! The native runtime: Linux namespaces, idmapped overlays and cgroups, no helper daemons.
 //!
-//! `start` spawns `bothy __sandbox-init` ([`init_main`], see [`init`] for its stages), which
+//! `start` spawns `bothy __sandbox-init` ([`init_main`]; [`init`] lists its stages), which
 //! builds the sandbox and execs the agent as PID 1 of a new PID namespace; the daemon is a
 //! child subreaper, so PID 1 becomes its child. Syscalls only: no `ip`, `mount` or OCI runtime.
 //!
@@ -9,9 +9,10 @@
 //!   `uid_base` (65536 ids from there): it holds no privilege on the host. The user namespace is
 //!   created *after* every mount is made, by real root outside, so the sandbox never needs
 //!   (or gets) the right to mount filesystems of the host's kernel on its own.
-//! - **Locked mounts.** After entering its user namespace, PID 1 unshares a mount namespace
-//!   owned by it: all mounts made before become locked (the kernel refuses to unmount them,
-//!   remount them read-write or reveal what lies under them).
+//! - **No mounting.** The sandbox's mount namespace is owned by the host user namespace, so
+//!   sandbox root cannot mount, unmount or remount anything in it. If it creates a nested
+//!   user+mount namespace (allowed), every mount it inherits there is locked by the kernel (no
+//!   unmounting, no remounting read-write, nothing revealed under the masks).
 //! - **nodev overlays.** Lower layers, overlays and every pseudo filesystem are `nodev`: a
 //!   device node shipped in an image (or created by `mknod`, which the sandbox cannot do
 //!   anyway) must never open a host device.
@@ -26,10 +27,16 @@
 //!   (runc) let a container overwrite the host runtime binary through `/proc/self/exe`; here
 //!   the binary is mounted read-only, owned by host root (unmapped inside), and the mount is
 //!   locked.
+//! - **Setup never trusts sandbox-written paths.** Setup runs as host root over the sandbox's
+//!   own upper layer and state dir: mount points must be real directories (a planted
+//!   `/run -> /etc` symlink fails the start instead of mounting or creating on the host), and
+//!   `agent.log` is opened with `O_NOFOLLOW` and must be a regular file.
 //! - **Loopback-only network**: a new network namespace with only `lo`, owned by the host user
 //!   namespace, so sandbox root cannot add interfaces, change routes or the hostname.
-//! - **Not done yet: a seccomp filter.** The kernel's attack surface reachable from a user
-//!   namespace (e.g. `keyctl`, `bpf`, `userfaultfd`, nested user namespaces) is not filtered.
+//! - **A seccomp deny-list** ([`seccomp`]): keyrings, `bpf`, `perf_event_open`, `userfaultfd`,
+//!   `io_uring`, module/kexec loading and a few more are refused, and so are foreign syscall
+//!   ABIs (i386, x32). It is a deny-list, not an allow-list: nested user namespaces, `ptrace`
+//!   within the sandbox and the rest of the kernel API stay available.
 //!
 //! # Cgroups
 //! See [`cgroup`]: pure v2, or v1/hybrid with a controller-less v2 used for `cgroup.kill`.
@@ -41,12 +48,14 @@ use bothy_api::SandboxName;
 
 use crate::{Runtime, RuntimeError, SandboxSpec, Started, Usage};
 
+mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod idmap;
-mod init;
+pub mod init;
 pub mod mounts;
 pub mod proc;
+pub mod seccomp;
 mod spawn;
 pub mod sys;
 pub mod sysctl;
@@ -156,28 +165,38 @@ impl Runtime for NativeRuntime {
         let cg = self.cgroups(&spec.name);
         let cfg = self.init_config(&spec, &cg);
         cfg.validate().map_err(RuntimeError::Setup)?;
-        cg.create(&spec.limits)?;
-        spawn::prepare_dirs(&spec, self.cfg.uid_base)?;
-        let pid = match spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener) {
-            Ok(pid) => pid,
-            Err(e) => {
-                // Leave nothing running half-built.
-                let _ = self.stop(&spec.name, None);
-                return Err(e);
-            }
-        };
-        let start_time = proc::start_time(pid)
-            .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
-        Ok(Started { pid, start_time })
+        if !cg.pids().is_empty() {
+            return Err(RuntimeError::Setup(format!(
+                "sandbox {} is already running",
+                spec.name.as_str()
+            )));
+        }
+        let started = cg
+            .create(&spec.limits)
+            .and_then(|()| spawn::prepare_dirs(&spec, self.cfg.uid_base))
+            .and_then(|()| spawn::run_init(&self.cfg.init_binary, &cfg, &spec.agent_listener))
+            .and_then(|pid| {
+                let start_time = proc::start_time(pid)
+                    .map_err(|e| RuntimeError::io("read start time of sandbox init", e))?;
+                Ok(Started { pid, start_time })
+            });
+        if started.is_err() {
+            // Leave nothing running or half-built behind.
+            let _ = self.stop(&spec.name, None);
+        }
+        started
     }
 
     fn stop(&self, name: &SandboxName, started: Option<Started>) -> Result<(), RuntimeError> {
         let cg = self.cgroups(name);
         let deadline = Instant::now() + STOP_TIMEOUT;
-        // Open the pidfd before killing, so pid reuse cannot fool the wait below.
-        let pid1 = started
-            .filter(|s| self.is_alive(s))
-            .and_then(|s| proc::pidfd(s.pid).ok().map(|fd| (s.pid, fd)));
+        // Open the pidfd before killing, so pid reuse cannot fool the wait below. A zombie init
+        // (exited, not reaped) still matches, and is reaped below.
+        let same = |s: &Started| proc::start_time(s.pid).is_ok_and(|t| t == s.start_time);
+        let pid1 = started.filter(same).and_then(|s| {
+            let fd = proc::pidfd(s.pid).ok()?;
+            same(&s).then_some((s.pid, fd))
+        });
         if !cg.kill() {
             if let Some((pid, _)) = &pid1 {
                 // SAFETY: kill(2); PID 1's death kills its whole pid namespace.
@@ -202,7 +221,8 @@ impl Runtime for NativeRuntime {
     }
 
     fn is_alive(&self, started: &Started) -> bool {
-        proc::start_time(started.pid).is_ok_and(|t| t == started.start_time)
+        // A zombie (exited, not yet reaped) is not alive.
+        proc::is_running(started.pid, started.start_time)
     }
 
     fn pidfd(&self, started: &Started) -> Result<std::os::fd::OwnedFd, RuntimeError> {

@@ -21,17 +21,7 @@ pub fn mount_overlays(cfg: &InitConfig, userns: Option<&OwnedFd>) -> Result<(), 
         let target = if i == 0 {
             cfg.rootfs_dir.clone()
         } else {
-            let t = inside(&cfg.rootfs_dir, &o.target);
-            if !t.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(&t)
-                    .step(format!("create mount point {}", o.target))?;
-                std::os::unix::fs::lchown(&t, Some(cfg.uid_base), Some(cfg.uid_base))
-                    .step(format!("chown mount point {}", o.target))?;
-            }
-            t
+            mount_point(&cfg.rootfs_dir, &o.target, cfg.uid_base)?
         };
         mount_overlay(o, &target, userns)?;
     }
@@ -79,9 +69,42 @@ fn mount_overlay(
     sys::move_mount(&m, target).step(what("move_mount"))
 }
 
-/// `root` joined with an absolute in-sandbox path.
-pub fn inside(root: &Path, abs: &str) -> PathBuf {
-    root.join(abs.trim_start_matches('/'))
+/// Makes sure `abs` is a real directory inside the sandbox's root, creating missing components
+/// (owned by the sandbox's root), and returns its host path.
+///
+/// The root's upper layer is written by the sandbox, and this runs as real root on the host: a
+/// symlink planted at a mount point (`/run -> /etc`) would otherwise make us create directories
+/// on the host or mount over host paths. Every component is checked without following links;
+/// nothing in the sandbox runs during setup, so the check cannot be raced.
+pub fn mount_point(root: &Path, abs: &str, uid_base: u32) -> Result<PathBuf, InitError> {
+    let mut p = root.to_path_buf();
+    for c in abs.split('/').filter(|c| !c.is_empty()) {
+        if c == "." || c == ".." {
+            return Err(InitError::msg(format!(
+                "mount point {abs} is not a clean path"
+            )));
+        }
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(InitError::msg(format!(
+                    "mount point {abs}: {} is not a directory (a symlink or file in the sandbox's layer)",
+                    p.strip_prefix(root).unwrap_or(&p).display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&p)
+                    .step(format!("create mount point {abs}"))?;
+                std::os::unix::fs::lchown(&p, Some(uid_base), Some(uid_base))
+                    .step(format!("chown mount point {abs}"))?;
+            }
+            Err(e) => return Err(e).step(format!("inspect mount point {abs}")),
+        }
+    }
+    Ok(p)
 }
 
 fn mount(
@@ -124,8 +147,7 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     let nsd = libc::MS_NOSUID | libc::MS_NODEV;
 
     // /proc of the sandbox's own pid namespace, with the usual masks.
-    let proc_ = inside(root, "/proc");
-    mkdir_p(&proc_, 0o555).step("create /proc")?;
+    let proc_ = mount_point(root, "/proc", base)?;
     mount("proc", &proc_, "proc", nsd | libc::MS_NOEXEC, None).step("mount /proc")?;
     for f in [
         "kcore",
@@ -160,8 +182,7 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
         }
     }
 
-    let sys_ = inside(root, "/sys");
-    mkdir_p(&sys_, 0o555).step("create /sys")?;
+    let sys_ = mount_point(root, "/sys", base)?;
     mount(
         "sysfs",
         &sys_,
@@ -172,8 +193,7 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     .step("mount /sys")?;
 
     // /dev: a fresh tmpfs owned by the sandbox's root, with the harmless host devices bound in.
-    let dev = inside(root, "/dev");
-    mkdir_p(&dev, 0o755).step("create /dev")?;
+    let dev = mount_point(root, "/dev", base)?;
     mount(
         "tmpfs",
         &dev,
@@ -221,8 +241,7 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
     }
 
     // /run: tmpfs with the agent binary (read-only bind, never a copy) and the state dir.
-    let run = inside(root, "/run");
-    mkdir_p(&run, 0o755).step("create /run")?;
+    let run = mount_point(root, "/run", base)?;
     mount(
         "tmpfs",
         &run,
@@ -247,9 +266,9 @@ pub fn mount_pseudo_fs(cfg: &InitConfig) -> Result<(), InitError> {
         None,
         &state,
         None,
-        libc::MS_BIND | libc::MS_REMOUNT | nsd,
+        libc::MS_BIND | libc::MS_REMOUNT | nsd | libc::MS_NOEXEC,
         None,
     )
-    .step("remount state dir nosuid,nodev")?;
+    .step("remount state dir nosuid,nodev,noexec")?;
     Ok(())
 }

@@ -13,6 +13,23 @@ pub fn start_time(pid: i32) -> io::Result<u64> {
     parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))
 }
 
+/// Whether `pid` runs (exists and is not a zombie) with start time `start_time`.
+pub fn is_running(pid: i32, start_time: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    parse_start_time(&stat) == Some(start_time) && !matches!(parse_state(&stat), Some('Z' | 'X'))
+}
+
+/// Field 3 of `/proc/PID/stat` (R, S, D, Z, ...).
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// The comm field may hold spaces and parentheses: fields are counted after the last `)`.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -64,11 +81,16 @@ mod tests {
         let stat = "42 (a b) c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("garbage"), None);
+        assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_state("1 (x) Z 0"), Some('Z'));
     }
 
     #[test]
     fn own_start_time_is_stable() {
         let me = std::process::id() as i32;
-        assert_eq!(start_time(me).unwrap(), start_time(me).unwrap());
+        let t = start_time(me).unwrap();
+        assert_eq!(t, start_time(me).unwrap());
+        assert!(is_running(me, t));
+        assert!(!is_running(me, t + 1));
     }
 }
