@@ -88,7 +88,8 @@ pub struct PortRecord {
 }
 
 /// Migrations, applied in order; index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE sandboxes (
         name TEXT PRIMARY KEY,
         image TEXT NOT NULL,
@@ -108,7 +109,8 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at_ms INTEGER NOT NULL,
         size_bytes INTEGER NOT NULL
     );
-"#, r#"
+"#,
+    r#"
     CREATE TABLE ports (
         sandbox TEXT NOT NULL REFERENCES sandboxes(name) ON DELETE CASCADE,
         port INTEGER NOT NULL,
@@ -116,7 +118,8 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (sandbox, port)
     );
-"#];
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -423,11 +426,17 @@ mod tests {
         s.put_port(&p).unwrap();
         assert_eq!(s.get_port(&r.name, 8080).unwrap(), Some(p.clone()));
         assert_eq!(s.get_port(&r.name, 8081).unwrap(), None);
-        let p2 = PortRecord { token: "qrstuvwxyzabcdef".into(), ..p.clone() };
+        let p2 = PortRecord {
+            token: "qrstuvwxyzabcdef".into(),
+            ..p.clone()
+        };
         s.put_port(&p2).unwrap();
         assert_eq!(s.list_ports(&r.name).unwrap(), vec![p2]);
         // A port of a sandbox that does not exist is refused.
-        let ghost = PortRecord { sandbox: SandboxName::new("ghost").unwrap(), ..p.clone() };
+        let ghost = PortRecord {
+            sandbox: SandboxName::new("ghost").unwrap(),
+            ..p.clone()
+        };
         assert!(s.put_port(&ghost).is_err());
         // Updating the sandbox keeps its ports; deleting it removes them.
         s.update_sandbox(&r).unwrap();

@@ -45,7 +45,10 @@ pub fn router(state: AppState) -> Router {
     let ports = {
         use crate::preview::api;
         Router::new()
-            .route("/v1/sandboxes/{name}/ports", post(api::expose).get(api::list))
+            .route(
+                "/v1/sandboxes/{name}/ports",
+                post(api::expose).get(api::list),
+            )
             .route(
                 "/v1/sandboxes/{name}/ports/{port}",
                 get(api::get).delete(api::unexpose),
