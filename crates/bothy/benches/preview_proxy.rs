@@ -147,6 +147,33 @@ async fn measure(t: Target, m: Metric) -> f64 {
     }
 }
 
+/// Pid of the `bothy serve` whose data directory is `dir`.
+fn find_daemon(dir: &std::path::Path) -> i32 {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("serve") && c.contains(dir.as_str())
+            })
+        })
+        .expect("the daemon's pid")
+}
+
+/// User + system CPU seconds used by `pid` so far.
+fn daemon_cpu_secs(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 of stat(5) (utime, stime), counted from the state field (3).
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 /// Runs `measure` on a thread that entered the sandbox's network namespace.
 fn measure_in_netns(netns: std::fs::File, t: Target, m: Metric) -> f64 {
     std::thread::spawn(move || {
@@ -313,6 +340,7 @@ async fn main() {
     };
     // Warm both paths up, then alternate them round by round, so that load changing on the
     // machine during the run hits both alike.
+    let daemon_pid = find_daemon(d.data_dir());
     let netns = || std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     measure_in_netns(netns(), direct.clone(), Metric::NewConn);
     measure_here(proxy.clone(), Metric::NewConn);
@@ -334,9 +362,16 @@ async fn main() {
         (Metric::Download, "download of 64 MiB", "MB/s", true),
     ] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut cpu_per_req = Vec::new();
         for _ in 0..rounds {
             a.push(measure_in_netns(netns(), direct.clone(), m));
-            b.push(measure_here(proxy.clone(), m));
+            let (cpu0, t0) = (daemon_cpu_secs(daemon_pid), Instant::now());
+            let v = measure_here(proxy.clone(), m);
+            if matches!(m, Metric::Rps) {
+                let requests = v * t0.elapsed().as_secs_f64();
+                cpu_per_req.push((daemon_cpu_secs(daemon_pid) - cpu0) / requests * 1e6);
+            }
+            b.push(v);
         }
         let (a, b) = (median(a), median(b));
         let diff = if as_ratio {
@@ -345,5 +380,12 @@ async fn main() {
             format!("+{:.0} µs", b - a)
         };
         println!("{name:<32} {a:>7.0} {unit:<4} {b:>7.0} {unit:<4} {diff:>16}");
+        if !cpu_per_req.is_empty() {
+            println!(
+                "{:<32} daemon CPU per proxied request: {:.1} µs",
+                "",
+                median(cpu_per_req)
+            );
+        }
     }
 }
