@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod interp;
 pub mod persist;
 pub mod processes;
 pub mod proctree;
@@ -19,7 +20,9 @@ pub mod reaper;
 pub mod server;
 pub mod sessions;
 pub mod sse;
+pub mod terminals;
 pub mod time;
+pub mod watch;
 
 pub use error::AgentError;
 pub use server::{router, run, AgentState};

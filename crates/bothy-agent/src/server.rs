@@ -51,6 +51,9 @@ pub fn router(state: AgentState) -> Router {
         // Feature modules (each owns its routes and state):
         .merge(crate::exec::routes(&state))
         .merge(crate::files::routes(&state))
+        .merge(crate::terminals::routes(&state))
+        .merge(crate::interp::routes(&state))
+        .merge(crate::watch::routes(&state))
         .merge(crate::sessions::routes(&state))
         .merge(crate::processes::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -68,7 +68,7 @@ fn curl(args: &[&str]) -> (String, Vec<u8>) {
 #[test]
 fn curl_exec_and_files() {
     if !have_curl() {
-        eprintln!("skipping: curl is not installed");
+        bothy_testkit::skip("curl is not installed");
         return;
     }
     let (code, body) = curl(&["http://agent/v1/health"]);

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     Timeout,
     ProcessExited,
     SandboxUnavailable,
+    /// A language runtime the request needs (python3, node) is not installed in the sandbox.
+    RuntimeNotFound,
     /// The sandbox is at a resource limit (processes, memory); retry later.
     ResourceExhausted,
     BadGateway,
@@ -49,6 +51,7 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             AlreadyExists | Conflict | ProcessExited => 409,
             Timeout => 408,
+            RuntimeNotFound => 422,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             BadGateway => 502,
@@ -82,6 +85,7 @@ impl ErrorCode {
             Timeout => "timeout",
             ProcessExited => "process_exited",
             SandboxUnavailable => "sandbox_unavailable",
+            RuntimeNotFound => "runtime_not_found",
             ResourceExhausted => "resource_exhausted",
             BadGateway => "bad_gateway",
             Internal => "internal",

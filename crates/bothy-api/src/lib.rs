@@ -9,13 +9,16 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod interp;
 pub mod name;
 pub mod path;
 pub mod preview;
 pub mod process;
 pub mod sandbox;
 pub mod session;
+pub mod terminal;
 pub mod time;
+pub mod watch;
 
 pub use data::{Data, Encoding};
 pub use error::{ApiError, ErrorCode};

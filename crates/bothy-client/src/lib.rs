@@ -7,9 +7,12 @@
 
 mod conn;
 mod error;
+pub mod interp;
 pub mod processes;
 pub mod sandboxes;
 pub mod sse;
+pub mod terminals;
+pub mod watch;
 
 pub use conn::Endpoint;
 pub use error::ClientError;

@@ -21,6 +21,7 @@ pub mod netns;
 pub mod preview;
 pub mod proxy;
 pub mod serve;
+pub mod ui;
 
 pub use config::DaemonConfig;
 pub use serve::serve;

@@ -58,6 +58,8 @@ pub async fn forward(
     let mut headers = parts.headers;
     strip(&mut headers, is_upgrade);
     headers.remove(header::AUTHORIZATION);
+    // A browser's token subprotocol too, whichever listener it came through.
+    crate::auth::take_subprotocol_token(&mut headers);
     headers.remove(header::COOKIE);
     headers.remove(header::HOST);
     if is_upgrade {

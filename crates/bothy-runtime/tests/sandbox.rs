@@ -24,7 +24,7 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping sandbox tests: needs root");
+        bothy_testkit::skip("sandbox tests: needs root");
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));

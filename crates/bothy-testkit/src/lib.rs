@@ -15,12 +15,23 @@ use std::time::{Duration, Instant};
 
 use bothy_client::Client;
 
-/// True when running as root; otherwise prints why the calling test is skipped.
+/// Reports that a test cannot run here. Outside CI it prints the reason and the test returns;
+/// in CI (`CI` set, as `.ci/run` is run) it fails instead: CI runs as root and installs every
+/// dependency, so a skip there means a missing install step, never a silent pass.
+pub fn skip(reason: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    if ci {
+        panic!("cannot run in CI: {reason} (install it in .ci/run or .ci/install-deps.d/)");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// True when running as root; otherwise reports (see [`skip`]) why the calling test is skipped.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("SKIPPED {test}: needs root (namespaces, mounts, cgroups)");
+        skip(&format!("{test} needs root (namespaces, mounts, cgroups)"));
     }
     root
 }

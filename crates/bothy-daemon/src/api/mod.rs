@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     control
         .merge(ports)
         .merge(data)
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -8,9 +8,12 @@ mod exec;
 mod image;
 mod output;
 mod processes;
+mod run;
 mod sandbox;
 mod serve;
 mod session;
+mod shell;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +46,8 @@ enum Command {
     Info(sandbox::NameArgs),
     /// Run a command in a sandbox; streams its output and exits with its exit code.
     Exec(exec::Args),
+    /// Run Python, JavaScript or TypeScript in a persistent interpreter context of a sandbox.
+    Run(run::Args),
     /// Copy files between the host and a sandbox: `bothy cp ./a demo:/workspace/a`.
     Cp(cp::Args),
     /// Put a sandbox to sleep (stop its processes, keep its disk).
@@ -51,9 +56,13 @@ enum Command {
     Wake(sandbox::NameArgs),
     /// Destroy a sandbox and its disk.
     Rm(sandbox::RmArgs),
+    /// Attach this terminal to a shell in a sandbox (detach: Ctrl-] then d).
+    Shell(shell::Args),
     /// Images: list, import.
     #[command(subcommand)]
     Image(image::Command),
+    /// Watch a directory in a sandbox and print its changes as they happen.
+    Watch(watch::Args),
     /// Start a background process: `bothy start demo --id web -- python3 -m http.server`.
     Start(processes::StartArgs),
     /// List a sandbox's background processes.
@@ -128,12 +137,15 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ls(a) => sandbox::ls(&c, a).await,
         Command::Info(a) => sandbox::info(&c, a).await,
         Command::Exec(a) => exec::run(&c, a).await,
+        Command::Run(a) => run::run(&c, a).await,
         Command::Cp(a) => cp::run(&c, a).await,
         Command::Sleep(a) => sandbox::sleep(&c, a).await,
         Command::Wake(a) => sandbox::wake(&c, a).await,
         Command::Rm(a) => sandbox::rm(&c, a).await,
         Command::Image(a) => image::run(&c, a).await,
+        Command::Shell(a) => shell::run(&c, a).await,
         Command::Status(a) => sandbox::status(&c, a).await,
+        Command::Watch(a) => watch::run(&c, a).await,
         Command::Start(a) => processes::start(&c, a).await,
         Command::Ps(a) => processes::ps(&c, a.name, a.out).await,
         Command::Logs(a) => processes::logs(&c, a).await,
