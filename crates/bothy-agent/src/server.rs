@@ -17,14 +17,18 @@ pub struct AgentState {
     pub config: Arc<AgentConfig>,
     /// Sandbox-level environment (replaced by the daemon through `PUT /v1/env`).
     env: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Sessions (records under `state_dir/sessions`); exec runs commands in them.
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 impl AgentState {
     pub fn new(config: AgentConfig) -> Self {
         let env = config.env.clone();
+        let sessions = crate::sessions::Sessions::load(std::path::Path::new(&config.state_dir));
         Self {
             config: Arc::new(config),
             env: Arc::new(RwLock::new(env)),
+            sessions: Arc::new(sessions),
         }
     }
 
@@ -50,6 +54,8 @@ pub fn router(state: AgentState) -> Router {
         .merge(crate::terminals::routes(&state))
         .merge(crate::interp::routes(&state))
         .merge(crate::watch::routes(&state))
+        .merge(crate::sessions::routes(&state))
+        .merge(crate::processes::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             bothy_api::MAX_JSON_BODY,
         ))

@@ -25,6 +25,9 @@ pub struct DaemonConfig {
     pub idle_check: Duration,
     /// How long shutdown waits for open requests.
     pub shutdown_grace: Duration,
+    /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
+    /// `localhost:{TCP port}`.
+    pub preview_domain: Option<String>,
 }
 
 impl DaemonConfig {
@@ -39,6 +42,7 @@ impl DaemonConfig {
             limits: Limits::default(),
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            preview_domain: None,
         }
     }
 }

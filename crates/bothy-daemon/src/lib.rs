@@ -18,6 +18,7 @@ pub mod error;
 pub mod images;
 pub mod manager;
 pub mod netns;
+pub mod preview;
 pub mod proxy;
 pub mod serve;
 pub mod ui;

@@ -67,8 +67,10 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
 
     let stop = CancellationToken::new();
     manager.spawn_idle_loop(cfg.idle_check, stop.clone());
+    let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
     let app = api::router(AppState {
         manager: manager.clone(),
+        previews: previews.clone(),
     });
 
     let sock = layout.socket();
@@ -101,6 +103,13 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
             .await
             .map_err(|e| StartupError::new("listen on TCP", e))?;
         tracing::info!(addr = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (bearer token required)");
+        if let Ok(a) = tcp.local_addr() {
+            previews.set_default_port(a.port());
+        }
+        // Preview requests are recognised by their Host and served before auth; the rest
+        // reaches the API untouched.
+        let tcp = crate::preview::listener::split(tcp, previews.clone())
+            .map_err(|e| StartupError::new("listen on TCP", e))?;
         let stop = stop.clone();
         servers.spawn(async move {
             axum::serve(tcp, tcp_app)

@@ -68,10 +68,28 @@ pub trait MetaStore: Send + Sync + 'static {
     fn get_image(&self, name: &str) -> Result<Option<ImageRecord>>;
     fn list_images(&self) -> Result<Vec<ImageRecord>>;
     fn put_image(&self, rec: &ImageRecord) -> Result<()>;
+
+    /// Exposes a port of a sandbox (preview URL); replaces the token if it was exposed.
+    fn put_port(&self, rec: &PortRecord) -> Result<()>;
+    fn get_port(&self, name: &SandboxName, port: u16) -> Result<Option<PortRecord>>;
+    fn list_ports(&self, name: &SandboxName) -> Result<Vec<PortRecord>>;
+    /// Returns whether the port was exposed.
+    fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool>;
+}
+
+/// An exposed port of a sandbox: `http://{port}-{sandbox}-{token}.{preview domain}`. Deleting
+/// the sandbox deletes its exposures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRecord {
+    pub sandbox: SandboxName,
+    pub port: u16,
+    pub token: String,
+    pub created_at_ms: i64,
 }
 
 /// Migrations, applied in order; index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE sandboxes (
         name TEXT PRIMARY KEY,
         image TEXT NOT NULL,
@@ -91,7 +109,17 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at_ms INTEGER NOT NULL,
         size_bytes INTEGER NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE ports (
+        sandbox TEXT NOT NULL REFERENCES sandboxes(name) ON DELETE CASCADE,
+        port INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (sandbox, port)
+    );
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -280,6 +308,69 @@ impl MetaStore for SqliteStore {
         )?;
         Ok(())
     }
+
+    fn put_port(&self, r: &PortRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO ports (sandbox, port, token, created_at_ms) VALUES (?1,?2,?3,?4) \
+             ON CONFLICT(sandbox, port) DO UPDATE SET token=excluded.token, \
+             created_at_ms=excluded.created_at_ms",
+            params![r.sandbox.as_str(), r.port as i64, r.token, r.created_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn get_port(&self, name: &SandboxName, port: u16) -> Result<Option<PortRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT sandbox, port, token, created_at_ms FROM ports WHERE sandbox = ?1 AND port = ?2",
+        )?;
+        st.query_row(params![name.as_str(), port as i64], port_from_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn list_ports(&self, name: &SandboxName) -> Result<Vec<PortRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT sandbox, port, token, created_at_ms FROM ports WHERE sandbox = ?1 ORDER BY port",
+        )?;
+        let rows = st.query_map([name.as_str()], port_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM ports WHERE sandbox = ?1 AND port = ?2",
+            params![name.as_str(), port as i64],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+fn port_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PortRecord>> {
+    let name: String = row.get(0)?;
+    let port: i64 = row.get(1)?;
+    let corrupt = |detail: String| MetaError::Corrupt {
+        what: format!("port {port} of sandbox {name:?}"),
+        detail,
+    };
+    let sandbox = match SandboxName::new(name.clone()) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(corrupt(e.to_string()))),
+    };
+    let Ok(port) = u16::try_from(port) else {
+        return Ok(Err(corrupt("port out of range".into())));
+    };
+    Ok(Ok(PortRecord {
+        sandbox,
+        port,
+        token: row.get(2)?,
+        created_at_ms: row.get(3)?,
+    }))
 }
 
 fn image_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ImageRecord>> {
@@ -319,6 +410,42 @@ mod tests {
             last_activity_ms: 1,
             runtime: None,
         }
+    }
+
+    #[test]
+    fn ports_belong_to_their_sandbox() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let r = rec("web");
+        s.insert_sandbox(&r).unwrap();
+        let p = PortRecord {
+            sandbox: r.name.clone(),
+            port: 8080,
+            token: "abcdefghijklmnop".into(),
+            created_at_ms: 5,
+        };
+        s.put_port(&p).unwrap();
+        assert_eq!(s.get_port(&r.name, 8080).unwrap(), Some(p.clone()));
+        assert_eq!(s.get_port(&r.name, 8081).unwrap(), None);
+        let p2 = PortRecord {
+            token: "qrstuvwxyzabcdef".into(),
+            ..p.clone()
+        };
+        s.put_port(&p2).unwrap();
+        assert_eq!(s.list_ports(&r.name).unwrap(), vec![p2]);
+        // A port of a sandbox that does not exist is refused.
+        let ghost = PortRecord {
+            sandbox: SandboxName::new("ghost").unwrap(),
+            ..p.clone()
+        };
+        assert!(s.put_port(&ghost).is_err());
+        // Updating the sandbox keeps its ports; deleting it removes them.
+        s.update_sandbox(&r).unwrap();
+        assert_eq!(s.list_ports(&r.name).unwrap().len(), 1);
+        assert!(s.delete_port(&r.name, 8080).unwrap());
+        assert!(!s.delete_port(&r.name, 8080).unwrap());
+        s.put_port(&p).unwrap();
+        s.delete_sandbox(&r.name).unwrap();
+        assert!(s.list_ports(&r.name).unwrap().is_empty());
     }
 
     #[test]

@@ -47,11 +47,12 @@ async fn exec(
     headers: http::HeaderMap,
     Json(req): Json<ExecRequest>,
 ) -> Result<Response, AgentError> {
-    // `req.session` is the sessions module's: a request naming a session is routed there (it
-    // runs the command in the session's shell). This path runs a one-off command and ignores
-    // the field.
-    let spec = Spec::from_request(&req, &state.sandbox_env())?;
-    let running = Running::start(spec)?;
+    // A request naming a session is the sessions module's: it runs the command in a fresh
+    // shell that restores and then records the session's state.
+    let running = match &req.session {
+        Some(id) => crate::sessions::exec::start(&state, id, &req).await?,
+        None => Running::start(Spec::from_request(&req, &state.sandbox_env())?)?,
+    };
     if sse::wants_sse(&headers) {
         Ok(sse::response(output::events(running)))
     } else {

@@ -121,6 +121,9 @@ impl Drop for TreeGuard {
     }
 }
 
+/// A callback run with a command's exit.
+type OnExit = Box<dyn FnOnce(&ExitEvent) + Send>;
+
 /// A started command.
 pub struct Running {
     guard: TreeGuard,
@@ -136,6 +139,9 @@ pub struct Running {
     last_output: Instant,
     done: bool,
     buf: Box<[u8]>,
+    /// Called once with the exit, before [`Event::Exit`] is handed out (sessions record the
+    /// state the command left behind).
+    on_exit: Option<OnExit>,
 }
 
 impl Running {
@@ -182,7 +188,14 @@ impl Running {
             last_output: started,
             done: false,
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            on_exit: None,
         })
+    }
+
+    /// Registers `f` to be called with the exit, before the exit event is handed out. If the
+    /// command is dropped before its exit (client gone), `f` is dropped uncalled.
+    pub fn on_exit(&mut self, f: impl FnOnce(&ExitEvent) + Send + 'static) {
+        self.on_exit = Some(Box::new(f));
     }
 
     pub fn pid(&self) -> i32 {
@@ -205,12 +218,16 @@ impl Running {
                     self.stdout = None;
                     self.stderr = None;
                     self.stdin = None;
-                    return Some(Event::Exit(ExitEvent {
+                    let exit = ExitEvent {
                         exit_code: info.code,
                         signal: info.signal,
                         duration_ms: (at - self.started).as_millis() as u64,
                         timed_out: self.timed_out,
-                    }));
+                    };
+                    if let Some(f) = self.on_exit.take() {
+                        f(&exit);
+                    }
+                    return Some(Event::Exit(exit));
                 }
             }
             let step = {

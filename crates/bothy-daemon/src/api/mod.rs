@@ -19,6 +19,7 @@ use crate::manager::Manager;
 #[derive(Clone)]
 pub struct AppState {
     pub manager: Arc<Manager>,
+    pub previews: crate::preview::Previews,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -41,7 +42,22 @@ pub fn router(state: AppState) -> Router {
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).
     let data = Router::new().route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::data_plane));
+    let ports = {
+        use crate::preview::api;
+        Router::new()
+            .route(
+                "/v1/sandboxes/{name}/ports",
+                post(api::expose).get(api::list),
+            )
+            .route(
+                "/v1/sandboxes/{name}/ports/{port}",
+                get(api::get).delete(api::unexpose),
+            )
+            .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+            .with_state(state.previews.clone())
+    };
     control
+        .merge(ports)
         .merge(data)
         .merge(crate::ui::routes())
         .fallback(not_found)

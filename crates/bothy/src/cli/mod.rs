@@ -7,9 +7,11 @@ mod cp;
 mod exec;
 mod image;
 mod output;
+mod processes;
 mod run;
 mod sandbox;
 mod serve;
+mod session;
 mod shell;
 mod watch;
 
@@ -61,6 +63,25 @@ enum Command {
     Image(image::Command),
     /// Watch a directory in a sandbox and print its changes as they happen.
     Watch(watch::Args),
+    /// Start a background process: `bothy start demo --id web -- python3 -m http.server`.
+    Start(processes::StartArgs),
+    /// List a sandbox's background processes.
+    Ps(processes::PsArgs),
+    /// Print a process's output (`-f` follows it until it ends).
+    Logs(processes::LogsArgs),
+    /// Signal a process's whole tree (default TERM).
+    Kill(processes::KillArgs),
+    /// Wait for a process: a port, a log line, or its exit.
+    Wait(processes::WaitArgs),
+    /// Expose a port of a sandbox; prints its preview URL.
+    Expose(processes::ExposeArgs),
+    /// List a sandbox's exposed ports.
+    Ports(processes::PsArgs),
+    /// Stop exposing a port (its URL stops working).
+    Unexpose(processes::UnexposeArgs),
+    /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
+    #[command(subcommand)]
+    Session(session::Command),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -125,6 +146,15 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Shell(a) => shell::run(&c, a).await,
         Command::Status(a) => sandbox::status(&c, a).await,
         Command::Watch(a) => watch::run(&c, a).await,
+        Command::Start(a) => processes::start(&c, a).await,
+        Command::Ps(a) => processes::ps(&c, a.name, a.out).await,
+        Command::Logs(a) => processes::logs(&c, a).await,
+        Command::Kill(a) => processes::kill(&c, a).await,
+        Command::Wait(a) => processes::wait(&c, a).await,
+        Command::Expose(a) => processes::expose(&c, a).await,
+        Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
+        Command::Unexpose(a) => processes::unexpose(&c, a).await,
+        Command::Session(a) => session::run(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }

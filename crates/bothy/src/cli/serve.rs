@@ -21,6 +21,10 @@ pub struct Args {
     /// How often to look for idle sandboxes, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     idle_check_ms: u64,
+    /// Domain of preview URLs: `http://{port}-{name}-{token}.{domain}` (wildcard DNS to this
+    /// host). Default `localhost:{TCP port}`, which browsers resolve to loopback.
+    #[arg(long, env = "BOTHY_PREVIEW_DOMAIN")]
+    preview_domain: Option<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -29,6 +33,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.listen = a.listen;
     cfg.token = std::env::var("BOTHY_TOKEN").ok().filter(|t| !t.is_empty());
     cfg.cgroup_parent = a.cgroup_parent;
+    cfg.preview_domain = a.preview_domain;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
