@@ -27,7 +27,21 @@ fn main() {
         bothy_testkit::skip("sandbox tests: needs root");
         return;
     }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // The first free argument is a name filter; flags (and the values of those that take one,
+    // like `--test-threads 2` from `cargo test -- --test-threads 2`) are not.
+    let mut filter = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if matches!(
+            a.as_str(),
+            "--test-threads" | "--skip" | "--color" | "--format" | "-Z"
+        ) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filter = Some(a);
+            break;
+        }
+    }
     let tests: [(&str, fn()); 7] = [
         ("planted_symlinks_are_refused", planted_symlinks_are_refused),
         (
