@@ -38,20 +38,8 @@ pub struct ExecRequest {
 impl ExecRequest {
     /// Checks the request for contradictions before anything runs.
     pub fn validate(&self) -> Result<(), ApiError> {
-        match (&self.argv, &self.shell) {
-            (Some(_), Some(_)) => Err(ApiError::invalid("give either argv or shell, not both")),
-            (None, None) => Err(ApiError::invalid("give argv (a list) or shell (a string)")),
-            (Some(a), None) if a.is_empty() => Err(ApiError::invalid("argv is empty")),
-            _ => Ok(()),
-        }?;
-        for (k, v) in &self.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(ApiError::invalid(format!(
-                    "invalid environment variable {k:?}: names must be non-empty without '=' or NUL"
-                )));
-            }
-        }
-        Ok(())
+        crate::command::validate_argv_or_shell(self.argv.as_deref(), self.shell.as_deref())?;
+        crate::command::validate_env(&self.env)
     }
 
     pub fn stdin_bytes(&self) -> Result<Option<Vec<u8>>, ApiError> {

@@ -78,16 +78,7 @@ impl CreateContextRequest {
     }
 }
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(ApiError::invalid(format!(
-                "invalid environment variable {k:?}: names must be non-empty without '=' or NUL"
-            )));
-        }
-    }
-    Ok(())
-}
+use crate::command::validate_env;
 
 /// A context as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,12 +76,7 @@ pub struct ProcessStart {
 
 impl ProcessStart {
     pub fn validate(&self) -> Result<(), ApiError> {
-        match (&self.argv, &self.shell) {
-            (Some(_), Some(_)) => Err(ApiError::invalid("give either argv or shell, not both")),
-            (None, None) => Err(ApiError::invalid("give argv (a list) or shell (a string)")),
-            (Some(a), None) if a.is_empty() => Err(ApiError::invalid("argv is empty")),
-            _ => Ok(()),
-        }?;
+        crate::command::validate_argv_or_shell(self.argv.as_deref(), self.shell.as_deref())?;
         if let Some(id) = &self.id {
             crate::name::validate_label(id)
                 .map_err(|e| ApiError::invalid(format!("invalid process id {id:?}: {e}")))?;
@@ -93,7 +88,7 @@ impl ProcessStart {
                 )));
             }
         }
-        crate::session::validate_env(&self.env)
+        crate::command::validate_env(&self.env)
     }
 }
 

@@ -58,14 +58,4 @@ impl SessionCreate {
     }
 }
 
-/// Checks environment variable names and values (no `=` in names, no NUL anywhere).
-pub fn validate_env(env: &BTreeMap<String, String>) -> Result<(), crate::ApiError> {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(crate::ApiError::invalid(format!(
-                "invalid environment variable {k:?}: names must be non-empty without '=' or NUL"
-            )));
-        }
-    }
-    Ok(())
-}
+pub use crate::command::validate_env;

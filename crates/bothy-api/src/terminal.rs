@@ -67,13 +67,7 @@ impl CreateTerminal {
                 return Err(ApiError::invalid("command contains a NUL byte"));
             }
         }
-        for (k, v) in &self.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(ApiError::invalid(format!(
-                    "invalid environment variable {k:?}: names must be non-empty without '=' or NUL"
-                )));
-            }
-        }
+        crate::command::validate_env(&self.env)?;
         check_size(self.cols.unwrap_or(80), self.rows.unwrap_or(24))?;
         if let Some(b) = self.buffer_bytes {
             if !(MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&b) {

@@ -23,13 +23,7 @@ fn validate(spec: &CreateSandbox) -> Result<(), DaemonError> {
         }
     }
     if let Some(env) = &spec.env {
-        for (k, v) in env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(DaemonError::invalid(format!(
-                    "invalid environment variable {k:?}: names must be non-empty without '=' or NUL"
-                )));
-            }
-        }
+        bothy_api::command::validate_env(env)?;
     }
     Ok(())
 }
