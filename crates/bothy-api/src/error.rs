@@ -32,6 +32,19 @@ pub enum ErrorCode {
     RuntimeNotFound,
     /// The sandbox is at a resource limit (processes, memory); retry later.
     ResourceExhausted,
+    /// No snapshot with that id or name.
+    SnapshotNotFound,
+    /// No backup with that id (or it expired).
+    BackupNotFound,
+    /// No secret with that name.
+    SecretNotFound,
+    /// A blob, layer or manifest failed its checksum or is truncated; nothing was applied.
+    CorruptBlob,
+    /// The blob store (local directory or S3-compatible server) could not be reached or
+    /// refused the request.
+    BlobStoreUnavailable,
+    /// The egress policy of the sandbox blocks this destination.
+    EgressDenied,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -47,7 +60,11 @@ impl ErrorCode {
             | NotADirectory | IsADirectory | DirectoryNotEmpty => 400,
             Unauthorized => 401,
             PermissionDenied => 403,
-            NotFound | SandboxNotFound | ImageNotFound | FileNotFound => 404,
+            NotFound | SandboxNotFound | ImageNotFound | FileNotFound | SnapshotNotFound
+            | BackupNotFound | SecretNotFound => 404,
+            EgressDenied => 403,
+            CorruptBlob => 422,
+            BlobStoreUnavailable => 502,
             MethodNotAllowed => 405,
             AlreadyExists | Conflict | ProcessExited => 409,
             Timeout => 408,
@@ -87,6 +104,12 @@ impl ErrorCode {
             SandboxUnavailable => "sandbox_unavailable",
             RuntimeNotFound => "runtime_not_found",
             ResourceExhausted => "resource_exhausted",
+            SnapshotNotFound => "snapshot_not_found",
+            BackupNotFound => "backup_not_found",
+            SecretNotFound => "secret_not_found",
+            CorruptBlob => "corrupt_blob",
+            BlobStoreUnavailable => "blob_store_unavailable",
+            EgressDenied => "egress_denied",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",

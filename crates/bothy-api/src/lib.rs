@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod interp;
 pub mod name;
+pub mod network;
 pub mod path;
 pub mod preview;
 pub mod process;
