@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub preview_domain: Option<String>,
     /// Snapshot layer chains longer than this are flattened into one layer.
     pub max_layer_depth: usize,
+    /// Blob stores (`/dir`, `s3://bucket?endpoint=…`); the first is the default. Empty:
+    /// `$DATA/blobs`.
+    pub blob_stores: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -46,6 +49,7 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
+            blob_stores: Vec::new(),
         }
     }
 }

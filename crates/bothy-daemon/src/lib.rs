@@ -13,6 +13,7 @@
 pub mod agent_conn;
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod images;

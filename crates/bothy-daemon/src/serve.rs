@@ -64,6 +64,12 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.limits,
     );
     manager.set_max_layer_depth(cfg.max_layer_depth);
+    manager.blobs.set_uid_base(cfg.uid_base);
+    manager.blobs.clean_tmp();
+    manager
+        .blobs
+        .configure(&cfg.blob_stores)
+        .map_err(|e| StartupError::new("open the blob stores", e))?;
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();

@@ -1,5 +1,6 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
+mod blobs;
 mod health;
 mod images;
 mod sandboxes;
@@ -51,6 +52,14 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::get).delete(snapshots::delete),
         )
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
+        .route("/v1/snapshots/{id}/export", post(blobs::export))
+        .route(
+            "/v1/snapshots/import",
+            post(blobs::import)
+                .get(blobs::get_named_import)
+                .delete(blobs::delete_named_import),
+        )
+        .route("/v1/sandboxes/{name}/evict", post(blobs::evict))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).

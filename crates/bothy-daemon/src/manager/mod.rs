@@ -11,6 +11,7 @@
 
 pub mod create;
 pub mod destroy;
+pub mod evict;
 pub mod exit_watch;
 pub mod fork;
 pub mod idle;
@@ -51,6 +52,8 @@ pub struct Manager {
     pub(crate) layers_lock: tokio::sync::Mutex<()>,
     /// Snapshot chains longer than this are flattened into one layer.
     max_layer_depth: AtomicUsize,
+    /// Blob stores for export, import, evict and persist.
+    pub(crate) blobs: crate::blobs::BlobStores,
 }
 
 /// Default of `--max-layer-depth`.
@@ -143,6 +146,7 @@ impl Manager {
         agent_binary: PathBuf,
         limits: Limits,
     ) -> Arc<Self> {
+        let layout_for_blobs = layout.clone();
         Arc::new(Self {
             store,
             runtime,
@@ -153,6 +157,7 @@ impl Manager {
             slots: Mutex::new(HashMap::new()),
             layers_lock: tokio::sync::Mutex::new(()),
             max_layer_depth: AtomicUsize::new(DEFAULT_MAX_LAYER_DEPTH),
+            blobs: crate::blobs::BlobStores::new(&layout_for_blobs),
         })
     }
 
@@ -334,6 +339,8 @@ impl Manager {
             disk_used_bytes: disk,
             pid: running.map(|r| r.started.pid),
             created: None,
+            evicted: crate::blobs::evict::is_evicted(&self.layout, &rec.name),
+            persist: rec.persist,
         }
     }
 

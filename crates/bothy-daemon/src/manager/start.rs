@@ -22,6 +22,7 @@ impl Manager {
         mut rec: SandboxRecord,
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
+        self.pull_back_if_evicted(&rec.name).await?;
         let dirs = self.layout.sandbox(&rec.name);
         let overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
         let socket = dirs.agent_socket();

@@ -3,6 +3,7 @@
 //! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
 
 mod agent;
+mod blobs;
 mod cp;
 mod exec;
 mod image;
@@ -82,6 +83,12 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Export a snapshot to a blob store; prints the manifest digest to import it elsewhere.
+    Export(blobs::ExportArgs),
+    /// Import a snapshot from a blob store by its manifest digest; prints its id.
+    Import(blobs::ImportArgs),
+    /// Move a sandbox's disk to a blob store (it sleeps; its next request pulls it back).
+    Evict(blobs::EvictArgs),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -155,6 +162,9 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Export(a) => blobs::export(&c, a).await,
+        Command::Import(a) => blobs::import(&c, a).await,
+        Command::Evict(a) => blobs::evict(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }

@@ -32,6 +32,9 @@ pub struct GetArgs {
     /// Never put the sandbox to sleep for inactivity.
     #[arg(long)]
     pub keep_alive: bool,
+    /// Push the sandbox's disk to the daemon's blob store each time it sleeps.
+    #[arg(long)]
+    pub persist: bool,
     #[command(flatten)]
     pub out: JsonFlag,
 }
@@ -106,6 +109,7 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
         sleep_after: a.sleep_after,
         keep_alive: a.keep_alive.then_some(true),
         from_snapshot: None,
+        persist: a.persist.then_some(true),
     };
     let info = c.put_sandbox(&a.name, &spec).await?;
     if a.out.json {

@@ -29,6 +29,11 @@ pub struct Args {
     /// is taken (reads stay fast; the flattening copies the state once).
     #[arg(long, default_value_t = bothy_daemon::manager::DEFAULT_MAX_LAYER_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     max_layer_depth: usize,
+    /// Blob store for export/import/evict/persist (repeatable; the first is the default):
+    /// an absolute directory, or `s3://BUCKET[/PREFIX]?endpoint=URL[&region=R]` with
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Default: DATA_DIR/blobs.
+    #[arg(long = "blob-store", env = "BOTHY_BLOB_STORE", value_delimiter = ',')]
+    blob_stores: Vec<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -39,6 +44,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
     cfg.max_layer_depth = a.max_layer_depth;
+    cfg.blob_stores = a.blob_stores;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
