@@ -17,8 +17,12 @@ impl Client {
         id: &str,
         req: &ExportRequest,
     ) -> Result<ExportResult, ClientError> {
-        self.json(Method::POST, &format!("/v1/snapshots/{id}/export"), Some(req))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/snapshots/{id}/export"),
+            Some(req),
+        )
+        .await
     }
 
     pub async fn import_snapshot(&self, req: &ImportRequest) -> Result<ImportResult, ClientError> {
@@ -27,8 +31,12 @@ impl Client {
     }
 
     pub async fn evict(&self, name: &str, req: &EvictRequest) -> Result<EvictResult, ClientError> {
-        self.json(Method::POST, &format!("/v1/sandboxes/{name}/evict"), Some(req))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/evict"),
+            Some(req),
+        )
+        .await
     }
 
     /// Runs a transfer as an SSE stream, calling `on_progress` for each progress event, and

@@ -117,7 +117,11 @@ async fn export_import_into_another_daemon_and_fork() {
 
     // The CLI streams progress (plain lines off a terminal) and prints the manifest digest.
     let out = a.cli().args(["export", &id]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(manifest.starts_with("sha256:"), "{manifest}");
     let progress = String::from_utf8_lossy(&out.stderr);
@@ -132,7 +136,11 @@ async fn export_import_into_another_daemon_and_fork() {
     // Another daemon (its own data dir) imports it and forks from it.
     let Some(b) = daemon(&s3).await else { return };
     let out = b.cli().args(["import", &manifest]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), id);
     let snaps: Value = b
         .client
@@ -201,7 +209,9 @@ async fn corrupted_blobs_are_refused_and_nothing_is_registered() {
             .filter(|n| n.starts_with("snap-") || n.starts_with('.'))
             .collect();
         assert!(layers.is_empty(), "layers left: {layers:?}");
-        let tmp = std::fs::read_dir(b.data_dir().join("blobtmp")).unwrap().count();
+        let tmp = std::fs::read_dir(b.data_dir().join("blobtmp"))
+            .unwrap()
+            .count();
         assert_eq!(tmp, 0, "work files left");
     };
 
@@ -236,9 +246,8 @@ async fn corrupted_blobs_are_refused_and_nothing_is_registered() {
 
     // A tampered manifest.
     store.put_bytes(victim, good).await.unwrap();
-    let mkey = bothy_blob::manifest::manifest_key(
-        &bothy_blob::Digest::parse(&exported.manifest).unwrap(),
-    );
+    let mkey =
+        bothy_blob::manifest::manifest_key(&bothy_blob::Digest::parse(&exported.manifest).unwrap());
     let m = store.get_bytes(&mkey).await.unwrap();
     let tampered = String::from_utf8(m.to_vec())
         .unwrap()
@@ -263,12 +272,21 @@ async fn evict_and_wake_pulls_the_disk_back() {
         .await
         .unwrap();
     build_state(&d, "ev", 10).await;
-    sh(&d, "ev", "echo remembered > /root/note; mkdir -p /opt/x && echo y > /opt/x/z").await;
+    sh(
+        &d,
+        "ev",
+        "echo remembered > /root/note; mkdir -p /opt/x && echo y > /opt/x/z",
+    )
+    .await;
     let want = fingerprint(&d, "ev").await;
 
     // Evicting a running sandbox puts it to sleep first.
     let out = d.cli().args(["evict", "ev"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info = d.client.get_sandbox("ev").await.unwrap();
     assert!(info.evicted, "{info:?}");
     assert_eq!(info.state, bothy_api::sandbox::SandboxState::Sleeping);
@@ -277,7 +295,10 @@ async fn evict_and_wake_pulls_the_disk_back() {
 
     // The first request wakes it and pulls the disk back.
     assert_eq!(fingerprint(&d, "ev").await, want);
-    assert_eq!(sh(&d, "ev", "cat /root/note /opt/x/z").await, "remembered\ny\n");
+    assert_eq!(
+        sh(&d, "ev", "cat /root/note /opt/x/z").await,
+        "remembered\ny\n"
+    );
     assert!(!d.client.get_sandbox("ev").await.unwrap().evicted);
 
     // Evict again, restart the daemon (kill -9), then wake: still intact.
@@ -326,7 +347,9 @@ async fn persist_pushes_on_sleep() {
 async fn kill9_during_export_then_rerun_completes() {
     let Some(s3) = S3Server::start() else { return };
     s3.create_bucket(BUCKET);
-    let Some(mut a) = daemon(&s3).await else { return };
+    let Some(mut a) = daemon(&s3).await else {
+        return;
+    };
     a.client
         .put_sandbox("src", &CreateSandbox::default())
         .await
@@ -357,7 +380,10 @@ async fn kill9_during_export_then_rerun_completes() {
         }
     }
     a.kill9();
-    assert!(task.await.unwrap().is_err(), "export finished despite kill -9");
+    assert!(
+        task.await.unwrap().is_err(),
+        "export finished despite kill -9"
+    );
     let store = s3_store(&s3);
     assert!(
         store.list("manifests").await.unwrap().is_empty(),
@@ -426,7 +452,11 @@ async fn stores_are_the_operators_choice() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{store}: {err}");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidRequest),
+            "{store}: {err}"
+        );
         let err = d
             .client
             .evict(
@@ -437,7 +467,11 @@ async fn stores_are_the_operators_choice() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{store}: {err}");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidRequest),
+            "{store}: {err}"
+        );
     }
     assert!(!target.exists());
     // Manifests are digests, never paths or keys.
@@ -475,4 +509,108 @@ async fn stores_are_the_operators_choice() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::SandboxNotFound), "{err}");
+}
+
+/// Runs a transfer over SSE and kills the daemon once it is part-way through `phase`.
+async fn kill_during(d: &mut TestDaemon, path: String, body: Value, phase: &str) {
+    let client = d.client.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TransferProgress>();
+    let task = tokio::spawn(async move {
+        client
+            .transfer::<Value>(&path, &body, |p| {
+                let _ = tx.send(p.clone());
+            })
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {phase} progress"))
+            .unwrap_or_else(|| panic!("transfer ended before any {phase}"));
+        if p.phase == phase && p.done > 0 && p.done < p.total {
+            break;
+        }
+    }
+    d.kill9();
+    assert!(
+        task.await.unwrap().is_err(),
+        "transfer finished despite kill -9"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
+    let Some(s3) = S3Server::start() else { return };
+    s3.create_bucket(BUCKET);
+    let Some(a) = daemon(&s3).await else { return };
+    a.client
+        .put_sandbox("src", &CreateSandbox::default())
+        .await
+        .unwrap();
+    build_state(&a, "src", 96).await;
+    let want = fingerprint(&a, "src").await;
+    let id = snapshot(&a, "src").await;
+    let manifest = export(&a, &id).await.manifest;
+
+    // Import cut short: after a restart no snapshot, no layer, no work file; a re-run works.
+    let Some(mut b) = daemon(&s3).await else {
+        return;
+    };
+    kill_during(
+        &mut b,
+        "/v1/snapshots/import".into(),
+        json!({ "manifest": manifest }),
+        "download",
+    )
+    .await;
+    b.restart().await;
+    let snaps: Value = b
+        .client
+        .json(Method::GET, "/v1/snapshots", None::<&()>)
+        .await
+        .unwrap();
+    assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
+    let layers = std::fs::read_dir(b.data_dir().join("layers"))
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            n.to_string_lossy().starts_with("snap-")
+        })
+        .count();
+    assert_eq!(layers, 0);
+    assert_eq!(
+        std::fs::read_dir(b.data_dir().join("blobtmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    b.client
+        .import_snapshot(&ImportRequest {
+            store: None,
+            manifest,
+        })
+        .await
+        .unwrap();
+
+    // Evict cut short: the sandbox keeps its disk and is not marked evicted; a re-run works
+    // and the content survives the round trip.
+    let mut a = a;
+    kill_during(
+        &mut a,
+        "/v1/sandboxes/src/evict".into(),
+        json!({}),
+        "upload",
+    )
+    .await;
+    a.restart().await;
+    let info = a.client.get_sandbox("src").await.unwrap();
+    assert!(!info.evicted, "{info:?}");
+    assert!(a.data_dir().join("sandboxes/src/disk").exists());
+    assert_eq!(fingerprint(&a, "src").await, want);
+    a.client
+        .evict("src", &EvictRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(fingerprint(&a, "src").await, want);
 }

@@ -80,9 +80,11 @@ pub async fn import(
     error::Json(req): error::Json<ImportRequest>,
 ) -> Response {
     let m = s.manager.clone();
-    transfer(&headers, http::StatusCode::CREATED, move |sink| async move {
-        m.import_snapshot(req, sink).await
-    })
+    transfer(
+        &headers,
+        http::StatusCode::CREATED,
+        move |sink| async move { m.import_snapshot(req, sink).await },
+    )
     .await
 }
 

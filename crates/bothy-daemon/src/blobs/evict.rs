@@ -73,7 +73,10 @@ pub async fn pull_back(
     let m = read_marker(layout, name).ok_or_else(|| {
         DaemonError::new(
             ErrorCode::SandboxUnavailable,
-            format!("sandbox {name} is evicted but its marker {} is unreadable", marker.display()),
+            format!(
+                "sandbox {name} is evicted but its marker {} is unreadable",
+                marker.display()
+            ),
         )
     })?;
     let (_, store) = blobs.resolve(Some(&m.store)).map_err(|_| {

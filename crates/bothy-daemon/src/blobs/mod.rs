@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use bothy_api::blob::TransferProgress;
 use bothy_api::{ApiError, ErrorCode};
-use bothy_blob::archive::{self, Packed, PackOptions};
+use bothy_blob::archive::{self, PackOptions, Packed};
 use bothy_blob::transfer::{self, ProgressFn, PushStats};
 use bothy_blob::{BlobError, BlobStore, Digest, StoreLocation};
 use bothy_store::Layout;
@@ -231,7 +231,10 @@ pub(crate) async fn push_dir(
 }
 
 /// Checks that the store holds the whole layer: its index and every chunk at its size.
-pub(crate) async fn verify_remote(store: &dyn BlobStore, digest: &Digest) -> Result<(), DaemonError> {
+pub(crate) async fn verify_remote(
+    store: &dyn BlobStore,
+    digest: &Digest,
+) -> Result<(), DaemonError> {
     let index = transfer::get_layer_index(store, digest)
         .await
         .map_err(|e| blob_err("verify the upload", e))?;
@@ -244,7 +247,10 @@ pub(crate) async fn verify_remote(store: &dyn BlobStore, digest: &Digest) -> Res
         if !ok {
             return Err(DaemonError::new(
                 ErrorCode::BlobStoreUnavailable,
-                format!("the store lost chunk {} right after it was uploaded", c.digest),
+                format!(
+                    "the store lost chunk {} right after it was uploaded",
+                    c.digest
+                ),
             ));
         }
     }

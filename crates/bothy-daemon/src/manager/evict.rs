@@ -49,7 +49,8 @@ impl Manager {
             std::fs::create_dir_all(&disk)
                 .map_err(|e| DaemonError::internal("create the sandbox disk", &e))?;
         }
-        let (info, stats) = push_dir(&self.blobs, &store, &disk, name.as_str(), None, &sink).await?;
+        let (info, stats) =
+            push_dir(&self.blobs, &store, &disk, name.as_str(), None, &sink).await?;
         verify_remote(store.as_ref(), &info.digest).await?;
         let m = Evicted {
             store: url.clone(),
@@ -107,7 +108,9 @@ impl Manager {
                 sandbox = %rec.name, digest = %info.digest, uploaded = stats.uploaded_bytes,
                 ms = t0.elapsed().as_millis() as u64, "persisted disk on sleep"
             ),
-            Err(e) => tracing::warn!(sandbox = %rec.name, error = %e.0.message, "persist on sleep failed"),
+            Err(e) => {
+                tracing::warn!(sandbox = %rec.name, error = %e.0.message, "persist on sleep failed")
+            }
         }
     }
 }
