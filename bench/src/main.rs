@@ -6,6 +6,7 @@
 //! markdown table. To add a suite: a module with `Args` (clap) and `run`, and one variant in
 //! [`Suite`].
 
+mod blob;
 mod foundation;
 mod host;
 mod report;
@@ -32,6 +33,8 @@ struct Cli {
 enum Suite {
     /// Issue 3: start, wake, exec round trip, memory, scale.
     Foundation(foundation::Args),
+    /// Issue 8: snapshot export/import throughput to an S3-compatible server.
+    Blob(blob::Args),
 }
 
 /// Results of a run: table rows and free-form notes (errors met, limits hit).
@@ -66,6 +69,7 @@ async fn main() -> Result<()> {
     let run = async {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Blob(a) => blob::run(&bin, cli.quick, a, &mut rep).await,
         }
     };
     // On Ctrl-C the suite's future is dropped, which kills its daemon and sandboxes.
