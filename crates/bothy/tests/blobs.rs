@@ -310,6 +310,25 @@ async fn evict_and_wake_pulls_the_disk_back() {
     d.restart().await;
     assert!(d.client.get_sandbox("ev").await.unwrap().evicted);
     assert_eq!(fingerprint(&d, "ev").await, want);
+
+    // A snapshot of an evicted sandbox pulls its disk back first: a fork from it has it all.
+    d.client
+        .evict("ev", &EvictRequest::default())
+        .await
+        .unwrap();
+    let id = snapshot(&d, "ev").await;
+    assert!(!d.client.get_sandbox("ev").await.unwrap().evicted);
+    d.client
+        .put_sandbox(
+            "evf",
+            &CreateSandbox {
+                from_snapshot: Some(id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(fingerprint(&d, "evf").await, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
