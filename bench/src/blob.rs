@@ -145,8 +145,10 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
             .await?;
         again.push(t.elapsed());
         if e2.uploaded_bytes != 0 {
-            rep.notes
-                .push(format!("round {i}: second export uploaded {} bytes", e2.uploaded_bytes));
+            rep.notes.push(format!(
+                "round {i}: second export uploaded {} bytes",
+                e2.uploaded_bytes
+            ));
         }
         // The importer must have none of it: drop what a previous round imported.
         if i > 0 {
@@ -172,8 +174,9 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
             .await?;
         imp.push(secs_to_mibps(state_bytes, t.elapsed()));
         if r.already_present {
-            rep.notes
-                .push(format!("round {i}: import found the snapshot already present"));
+            rep.notes.push(format!(
+                "round {i}: import found the snapshot already present"
+            ));
         }
 
         let tarball = work.path().join(format!("r{i}.tar.zst"));
