@@ -13,6 +13,7 @@ mod sandbox;
 mod serve;
 mod session;
 mod shell;
+mod snapshot;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -82,6 +83,12 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Snapshot a sandbox (`bothy snapshot NAME [--name N]`), or `snapshot ls|rm|info`.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Create a sandbox from a snapshot (`--count K`: K of them, NEW-1 … NEW-K).
+    Fork(snapshot::ForkArgs),
+    /// Put a sandbox back to a snapshot's state.
+    Restore(snapshot::RestoreArgs),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -155,6 +162,9 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Snapshot(a) => snapshot::snapshot(&c, a).await,
+        Command::Fork(a) => snapshot::fork(&c, a).await,
+        Command::Restore(a) => snapshot::restore(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }
