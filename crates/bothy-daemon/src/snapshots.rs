@@ -554,3 +554,63 @@ impl Manager {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bothy_store::meta::SqliteStore;
+
+    fn setup() -> (tempfile::TempDir, Layout, SqliteStore) {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        layout.create().unwrap();
+        (t, layout, SqliteStore::open_in_memory().unwrap())
+    }
+
+    #[test]
+    fn uncommitted_moved_uppers_go_back_to_their_sandbox() {
+        let (_t, layout, store) = setup();
+        let name = SandboxName::new("s").unwrap();
+        let tmp = layout.layers().join(format!("{TMP_PREFIX}snap-1"));
+        fs::create_dir_all(tmp.join("root/workspace")).unwrap();
+        fs::write(tmp.join("root/workspace/f"), b"x").unwrap();
+        fs::write(tmp.join(ORIGIN_FILE), "s").unwrap();
+        // The fresh empty upper the move left behind is replaced.
+        let upper = layout.sandbox(&name).upper("/");
+        fs::create_dir_all(&upper).unwrap();
+        recover(&layout, &store).unwrap();
+        assert_eq!(fs::read(upper.join("workspace/f")).unwrap(), b"x");
+        assert!(!tmp.exists());
+        assert!(!layout.layer("snap-1").exists());
+    }
+
+    #[test]
+    fn committed_layers_are_published_and_others_removed() {
+        let (_t, layout, store) = setup();
+        store
+            .put_layer(&LayerRecord {
+                id: "snap-2".into(),
+                size_bytes: 1,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let committed = layout.layers().join(format!("{TMP_PREFIX}snap-2"));
+        fs::create_dir_all(committed.join("root")).unwrap();
+        fs::write(committed.join(ORIGIN_FILE), "s").unwrap();
+        let changes = layout
+            .layers()
+            .join(format!("{TMP_PREFIX}snap-2{CHANGES_SUFFIX}"));
+        fs::create_dir_all(changes.join("root")).unwrap();
+        let stray = layout.layers().join(format!("{TMP_PREFIX}snap-3"));
+        fs::create_dir_all(stray.join("root")).unwrap();
+        recover(&layout, &store).unwrap();
+        assert!(layout.layer("snap-2").join("root").is_dir());
+        assert!(!layout.layer("snap-2").join(ORIGIN_FILE).exists());
+        assert!(!committed.exists() && !changes.exists() && !stray.exists());
+        // Nobody uses snap-2: collected.
+        let trash = gc(&layout, &store).unwrap();
+        assert_eq!(trash.len(), 1);
+        assert!(!layout.layer("snap-2").exists());
+        assert!(store.list_layers().unwrap().is_empty());
+    }
+}
