@@ -154,23 +154,51 @@ impl Build {
         let moved = self.running.is_none();
         let gathered = match &self.running {
             Some(rt) => {
-                let t0 = Instant::now();
-                match rt.freeze(&self.sandbox) {
-                    Ok(()) => {
-                        let copied = (|| {
-                            for t in &self.targets {
-                                let up = dirs.upper(t);
-                                if up.is_dir() {
-                                    tree::copy_tree(&up, &changes.join(mount_key(t)))?;
-                                }
-                            }
-                            Ok::<_, SnapshotError>(())
-                        })();
-                        let thawed = rt.thaw(&self.sandbox);
-                        frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
-                        copied.and(thawed.map_err(SnapshotError::from))
+                // First pass while it runs; the second, frozen, only catches up with what
+                // changed meanwhile, so the freeze does not grow with the size of the state.
+                let pre = (|| {
+                    let mut pre = Vec::new();
+                    for t in &self.targets {
+                        let up = dirs.upper(t);
+                        if up.is_dir() {
+                            let key = mount_key(t);
+                            pre.push((
+                                key.clone(),
+                                tree::LiveCopy::precopy(&up, &changes.join(key))?,
+                            ));
+                        }
                     }
-                    Err(e) => Err(e.into()),
+                    Ok::<_, SnapshotError>(pre)
+                })();
+                match pre {
+                    Err(e) => Err(e),
+                    Ok(pre) => {
+                        let t0 = Instant::now();
+                        match rt.freeze(&self.sandbox) {
+                            Ok(()) => {
+                                let copied = (|| {
+                                    let mut done = Vec::new();
+                                    for (key, lc) in pre {
+                                        lc.finish()?;
+                                        done.push(key);
+                                    }
+                                    // An upper that appeared between the passes.
+                                    for t in &self.targets {
+                                        let key = mount_key(t);
+                                        let up = dirs.upper(t);
+                                        if up.is_dir() && !done.contains(&key) {
+                                            tree::copy_tree(&up, &changes.join(key))?;
+                                        }
+                                    }
+                                    Ok::<_, SnapshotError>(())
+                                })();
+                                let thawed = rt.thaw(&self.sandbox);
+                                frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                                copied.and(thawed.map_err(SnapshotError::from))
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
                 }
             }
             None => move_uppers(&dirs, &self.targets, &self.sandbox, &changes),
