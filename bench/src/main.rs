@@ -10,6 +10,7 @@ mod blob;
 mod foundation;
 mod host;
 mod report;
+mod snapshots;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ enum Suite {
     Foundation(foundation::Args),
     /// Issue 8: snapshot export/import throughput to an S3-compatible server.
     Blob(blob::Args),
+    /// Issue 8: fork time against state size, snapshot time against changed bytes.
+    Snapshots(snapshots::Args),
 }
 
 /// Results of a run: table rows and free-form notes (errors met, limits hit).
@@ -70,6 +73,7 @@ async fn main() -> Result<()> {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
             Suite::Blob(a) => blob::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Snapshots(a) => snapshots::run(&bin, cli.quick, a, &mut rep).await,
         }
     };
     // On Ctrl-C the suite's future is dropped, which kills its daemon and sandboxes.

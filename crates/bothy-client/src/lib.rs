@@ -11,6 +11,7 @@ mod error;
 pub mod interp;
 pub mod processes;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod sse;
 pub mod terminals;
 pub mod watch;
