@@ -66,9 +66,20 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
     let stores: Vec<String> = (0..rounds)
         .map(|i| format!("s3://bench/r{i}?endpoint={}", s3.endpoint))
         .collect();
+    // The same transfers to local-directory stores: the daemon's own cost without the S3 server.
+    let work = tempfile::tempdir()?;
+    let locals: Vec<String> = (0..rounds)
+        .map(|i| {
+            work.path()
+                .join(format!("store-r{i}"))
+                .display()
+                .to_string()
+        })
+        .collect();
     let opts = Options {
         extra_args: stores
             .iter()
+            .chain(&locals)
             .flat_map(|s| ["--blob-store".to_string(), s.clone()])
             .collect(),
         env: s3.env(),
@@ -116,9 +127,9 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
     let layer_dir = src.data_dir().join("layers").join(&id);
     let state_bytes = du_bytes(&layer_dir);
 
-    let work = tempfile::tempdir()?;
     let (mut exp, mut again, mut imp, mut base_pack, mut base_unpack) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut exp_local, mut imp_local) = (vec![], vec![]);
     let mut archive_bytes = 0;
     for (i, store) in stores.iter().enumerate() {
         let t = Instant::now();
@@ -179,6 +190,34 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
             ));
         }
 
+        // Local-directory store: export, then import after dropping the snapshot again.
+        let t = Instant::now();
+        let el = src
+            .client
+            .export_snapshot(
+                &id,
+                &ExportRequest {
+                    store: Some(locals[i].clone()),
+                },
+            )
+            .await?;
+        exp_local.push(secs_to_mibps(state_bytes, t.elapsed()));
+        dst.client
+            .json_bytes(Method::DELETE, &format!("/v1/snapshots/{id}"), None::<&()>)
+            .await?;
+        bothy_testkit::wait_until(Duration::from_secs(30), || async {
+            !dst.data_dir().join("layers").join(&id).exists()
+        })
+        .await;
+        let t = Instant::now();
+        dst.client
+            .import_snapshot(&ImportRequest {
+                store: Some(locals[i].clone()),
+                manifest: el.manifest.clone(),
+            })
+            .await?;
+        imp_local.push(secs_to_mibps(state_bytes, t.elapsed()));
+
         let tarball = work.path().join(format!("r{i}.tar.zst"));
         let d = sh(&format!(
             "tar --xattrs --xattrs-include='*' -C {} -cf - . | zstd -3 -T1 -q -o {}",
@@ -211,6 +250,20 @@ pub async fn run(bin: &Path, quick: bool, a: Args, rep: &mut Report) -> Result<(
         Row::new(
             "import from S3 into another daemon → MiB/s of state",
             Stat::of(&imp, Unit::MiBps),
+        )
+        .baseline(Stat::of(&base_unpack, Unit::MiBps)),
+    );
+    rep.rows.push(
+        Row::new(
+            "export to a local-directory store → MiB/s of state",
+            Stat::of(&exp_local, Unit::MiBps),
+        )
+        .baseline(Stat::of(&base_pack, Unit::MiBps)),
+    );
+    rep.rows.push(
+        Row::new(
+            "import from a local-directory store → MiB/s of state",
+            Stat::of(&imp_local, Unit::MiBps),
         )
         .baseline(Stat::of(&base_unpack, Unit::MiBps)),
     );
