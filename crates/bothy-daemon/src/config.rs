@@ -28,6 +28,10 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// Sandbox addresses in `proxy` mode (the first one is every sandbox's gateway).
+    pub net_pool: crate::net::Ipv4Net,
+    /// Synthetic addresses the DNS stub answers with.
+    pub net_synthetic: crate::net::Ipv4Net,
 }
 
 impl DaemonConfig {
@@ -43,6 +47,8 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            net_pool: crate::net::NetOptions::default().pool,
+            net_synthetic: crate::net::NetOptions::default().synthetic,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod images;
 pub mod manager;
+pub mod net;
 pub mod netns;
 pub mod preview;
 pub mod proxy;
