@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod command;
 pub mod data;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
