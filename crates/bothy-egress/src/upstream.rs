@@ -51,7 +51,7 @@ pub enum UpstreamError {
     BadUpstream(String),
     #[error("cannot resolve {0}")]
     Resolve(String, #[source] std::io::Error),
-    #[error("{host} resolves only to non-public addresses ({addrs}); use a rule with an upstream to reach internal services")]
+    #[error("{host} resolves only to non-public or this host's own addresses ({addrs}); use a rule with an upstream to reach internal services")]
     NotPublic { host: String, addrs: String },
     #[error("cannot connect to {0}")]
     Connect(String, #[source] std::io::Error),
@@ -131,6 +131,56 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether `ip` is one of this machine's own addresses (its services listen there). The
+/// interface list is read at most once a second.
+pub fn is_local(ip: IpAddr) -> bool {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static CACHE: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = matches!(&*cache, Some((at, _)) if at.elapsed() < Duration::from_secs(1));
+    if !fresh {
+        *cache = Some((Instant::now(), interface_addrs()));
+    }
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    cache.as_ref().is_some_and(|(_, addrs)| addrs.contains(&ip))
+}
+
+/// The addresses of every interface of the host (`getifaddrs`).
+fn interface_addrs() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we own and free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+            if family == libc::AF_INET {
+                // SAFETY: family AF_INET means the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: family AF_INET6 means the sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// Opens connections to targets.
 pub struct Connector {
     tls: Arc<ClientConfig>,
@@ -199,7 +249,7 @@ impl Connector {
         let usable: Vec<SocketAddr> = addrs
             .iter()
             .copied()
-            .filter(|a| t.operator_routed || is_public(a.ip()))
+            .filter(|a| t.operator_routed || (is_public(a.ip()) && !is_local(a.ip())))
             .collect();
         if usable.is_empty() {
             return Err(UpstreamError::NotPublic {
@@ -272,5 +322,15 @@ mod tests {
         for a in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
+        for a in ["198.18.0.1", "198.19.255.1", "10.88.0.1"] {
+            assert!(!is_public(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_local() {
+        assert!(is_local("127.0.0.1".parse().unwrap()));
+        assert!(is_local("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_local("192.0.2.200".parse().unwrap()));
     }
 }
