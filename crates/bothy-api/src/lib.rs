@@ -7,9 +7,11 @@
 pub mod agent;
 pub mod command;
 pub mod data;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod interp;
 pub mod name;
 pub mod network;

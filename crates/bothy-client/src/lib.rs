@@ -8,6 +8,7 @@
 mod conn;
 mod error;
 pub mod interp;
+pub mod network;
 pub mod processes;
 pub mod sandboxes;
 pub mod sse;

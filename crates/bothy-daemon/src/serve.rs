@@ -84,7 +84,20 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     if let Some(l) = net_listeners {
         let (proxy, dns) = l.into_parts();
         net.serve_dns(dns, stop.clone());
-        tokio::spawn(crate::net::egress::serve(proxy, net.clone(), stop.clone()));
+        let ca_dir = cfg.data_dir.join("egress");
+        let ca = tokio::task::spawn_blocking(move || bothy_egress::Ca::load_or_create(&ca_dir))
+            .await
+            .map_err(|e| StartupError::new("load the egress CA", e))?
+            .map_err(|e| StartupError::new("load the egress CA", e))?;
+        tokio::spawn(crate::net::egress::serve(
+            proxy,
+            net.clone(),
+            manager.clone(),
+            Arc::new(crate::net::egress::NoSecrets),
+            Arc::new(ca),
+            bothy_egress::ProxyOptions::default(),
+            stop.clone(),
+        ));
     }
     let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
     let app = api::router(AppState {

@@ -7,5 +7,6 @@
 pub mod images;
 pub mod layout;
 pub mod meta;
+pub mod secrets;
 
 pub use layout::Layout;

@@ -125,6 +125,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (sandbox, port)
     );
 "#,
+    // Secrets for the egress proxy (`crate::secrets`). The database file is mode 0600.
+    r#"
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+"#,
     r#"
     CREATE TABLE sandbox_network (
         sandbox TEXT PRIMARY KEY REFERENCES sandboxes(name) ON DELETE CASCADE,
@@ -138,8 +147,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the database at `path`, readable by its owner only: it holds
+    /// secrets. SQLite gives the `-wal` and `-shm` files the database file's mode.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
+        restrict_mode(path)?;
         Self::init(conn)
     }
 
@@ -164,9 +176,28 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Makes the database and its side files (those that exist) mode 0600.
+fn restrict_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(MetaError::Corrupt {
+                    what: Path::new(&p).display().to_string(),
+                    detail: format!("cannot make it private: {e}"),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time";

@@ -330,6 +330,19 @@ impl Manager {
             .collect())
     }
 
+    /// Marks activity on `name` if the daemon knows it (egress traffic counts).
+    pub fn touch(&self, name: &SandboxName) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(s) = slot {
+            s.touch();
+        }
+    }
+
     pub fn running_count(&self) -> usize {
         self.slots()
             .iter()

@@ -16,7 +16,9 @@
 //! stopping the sandbox drops its namespace, which destroys the pair. Switching modes at
 //! runtime adds or deletes the pair in the running namespace.
 
+pub mod directory;
 pub mod dns;
+pub mod egress;
 pub mod firewall;
 pub mod netlink;
 pub mod synth;

@@ -5,7 +5,9 @@
 mod agent;
 mod cp;
 mod exec;
+mod git;
 mod image;
+mod net;
 mod output;
 mod processes;
 mod run;
@@ -82,6 +84,11 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Show a sandbox's network (`bothy net NAME`) or change it (`bothy net set NAME ...`).
+    Net(net::Args),
+    /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
+    #[command(subcommand)]
+    Git(git::Command),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -155,6 +162,8 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Net(a) => net::run(&c, a).await,
+        Command::Git(a) => git::run(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }
