@@ -556,19 +556,33 @@ async fn in_thread<T: Send + 'static>(
 /// sandbox's namespace half-way).
 fn setup_link(netns: OwnedFd, addr: Ipv4Addr, gateway: Ipv4Addr, group: u32) -> std::io::Result<()> {
     let host_name = host_link_name(addr);
-    let mut host = netlink::Netlink::open()?;
-    host.add_veth(&host_name, group, SANDBOX_LINK, &netns)?;
-    let idx = netlink::link_index(&host_name)?;
+    let step = |what: &'static str| {
+        move |e: std::io::Error| {
+            tracing::debug!(link = %host_link_name(addr), error = %e, "link setup: {what} failed");
+            e
+        }
+    };
+    let mut host = netlink::Netlink::open().map_err(step("open netlink"))?;
+    host.add_veth(&host_name, group, SANDBOX_LINK, &netns)
+        .map_err(step("create the veth pair"))?;
+    let idx = netlink::link_index(&host_name).map_err(step("find the host link"))?;
     let configured = (|| {
-        host.add_addr_ptp(idx, gateway, addr)?;
+        host.add_addr_ptp(idx, gateway, addr)
+            .map_err(step("address the host link"))?;
+        host.set_up(idx).map_err(step("bring the host link up"))?;
         rustix::thread::move_into_link_name_space(
             netns.as_fd(),
             Some(rustix::thread::LinkNameSpaceType::Network),
-        )?;
-        let mut ns = netlink::Netlink::open()?;
-        let eth = netlink::link_index(SANDBOX_LINK)?;
-        ns.add_addr_ptp(eth, addr, gateway)?;
+        )
+        .map_err(std::io::Error::from)
+        .map_err(step("enter the sandbox's namespace"))?;
+        let mut ns = netlink::Netlink::open().map_err(step("open netlink in the sandbox"))?;
+        let eth = netlink::link_index(SANDBOX_LINK).map_err(step("find eth0"))?;
+        ns.add_addr_ptp(eth, addr, gateway)
+            .map_err(step("address eth0"))?;
+        ns.set_up(eth).map_err(step("bring eth0 up"))?;
         ns.add_default_route(eth, gateway)
+            .map_err(step("add the default route"))
     })();
     if let Err(e) = configured {
         // `host` was opened before the thread left the host's namespace: it still talks to it.

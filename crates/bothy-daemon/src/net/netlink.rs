@@ -60,11 +60,14 @@ impl Netlink {
             None,
         )?;
         rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        // Port 0 is the kernel: plain send/recv then talk to it.
+        rustix::net::connect(&fd, &SocketAddrNetlink::new(0, 0))?;
         Ok(Self { fd, seq: 0 })
     }
 
-    /// Creates the veth pair `host_name` (here, up, in interface group `group`) / `peer_name`
-    /// (in the namespace `netns`, up). Fails with `EEXIST` if `host_name` exists.
+    /// Creates the veth pair `host_name` (here, in interface group `group`) / `peer_name` (in
+    /// the namespace `netns`), both down: a veth cannot be brought up while it is being created
+    /// (its peer is not linked yet: `ENOTCONN`). Fails with `EEXIST` if `host_name` exists.
     pub fn add_veth(
         &mut self,
         host_name: &str,
@@ -73,19 +76,26 @@ impl Netlink {
         netns: &OwnedFd,
     ) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-        m.ifinfomsg(0, IFF_UP);
+        m.ifinfomsg(0, 0);
         m.attr_str(IFLA_IFNAME, host_name);
         m.attr(IFLA_GROUP, &group.to_ne_bytes());
         let info = m.nest(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "veth");
         let data = m.nest(IFLA_INFO_DATA);
         let peer = m.nest(VETH_INFO_PEER);
-        m.ifinfomsg(0, IFF_UP);
+        m.ifinfomsg(0, 0);
         m.attr_str(IFLA_IFNAME, peer_name);
         m.attr(IFLA_NET_NS_FD, &(netns.as_fd().as_raw_fd() as u32).to_ne_bytes());
         m.end(peer);
         m.end(data);
         m.end(info);
+        self.request(m)
+    }
+
+    /// Brings link `index` up.
+    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0);
+        m.ifinfomsg(index, IFF_UP);
         self.request(m)
     }
 
@@ -202,7 +212,8 @@ impl Msg {
         Self { buf }
     }
 
-    /// struct ifinfomsg { family, pad, type, index, flags, change }.
+    /// struct ifinfomsg { family, pad, type, index, flags, change }; only the bits in `flags`
+    /// are changed (set).
     fn ifinfomsg(&mut self, index: u32, flags: u32) {
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
         self.buf.extend_from_slice(&index.to_ne_bytes());
@@ -269,5 +280,23 @@ mod tests {
         // The nest's length covers its header and its child.
         assert_eq!(u16::from_ne_bytes(m.buf[44..46].try_into().unwrap()), 16);
         assert_eq!(m.buf.len() % 4, 0);
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn kernel_answers_requests() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root (netlink requests)");
+            return;
+        }
+        let mut nl = Netlink::open().unwrap();
+        // No link has index 0x7fff_fff0: the kernel answers with an error, proving the round
+        // trip works.
+        let e = nl.del_link(0x7fff_fff0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
     }
 }
