@@ -249,7 +249,7 @@ impl Msg {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(m.buf[8..12].try_into().unwrap()), 7);
         // The nest's length covers its header and its child.
         assert_eq!(u16::from_ne_bytes(m.buf[44..46].try_into().unwrap()), 16);
-        assert_eq!(m.buf.len() % 4, 0);
+        assert!(m.buf.len().is_multiple_of(4));
     }
 }
 
