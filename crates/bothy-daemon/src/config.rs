@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// PEM files of CAs the egress proxy trusts for upstream TLS besides the system's roots.
+    pub egress_extra_ca: Vec<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -43,6 +45,7 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            egress_extra_ca: Vec::new(),
         }
     }
 }

@@ -40,9 +40,19 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.token = Some(token);
     }
 
-    let store: Arc<dyn MetaStore> = Arc::new(
+    let sqlite = Arc::new(
         SqliteStore::open(&layout.db()).map_err(|e| StartupError::new("open state.db", e))?,
     );
+    let store: Arc<dyn MetaStore> = sqlite.clone();
+    let egress = {
+        let (layout, extra) = (layout.clone(), cfg.egress_extra_ca.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::egress::EgressState::open(&layout, sqlite, &extra)
+        })
+        .await
+        .map_err(|e| StartupError::new("set up egress", e))?
+        .map_err(|e| StartupError::new("set up egress", e))?
+    };
     let runtime = NativeRuntime::new(NativeConfig {
         cgroup_parent: cfg.cgroup_parent.clone(),
         uid_base: cfg.uid_base,
@@ -71,6 +81,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     let app = api::router(AppState {
         manager: manager.clone(),
         previews: previews.clone(),
+        egress: egress.clone(),
     });
 
     let sock = layout.socket();

@@ -23,7 +23,8 @@ impl Manager {
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
         let dirs = self.layout.sandbox(&rec.name);
-        let overlays = self.images.overlays(&image, &dirs);
+        let mut overlays = self.images.overlays(&image, &dirs);
+        crate::egress::trust::add_layer(&mut overlays, &self.layout);
         let socket = dirs.agent_socket();
         let config = AgentConfig {
             name: rec.name.to_string(),

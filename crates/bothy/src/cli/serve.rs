@@ -25,6 +25,10 @@ pub struct Args {
     /// host). Default `localhost:{TCP port}`, which browsers resolve to loopback.
     #[arg(long, env = "BOTHY_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
+    /// A PEM file of CA certificates the egress proxy trusts for upstream TLS besides the
+    /// system's roots (repeatable).
+    #[arg(long = "egress-extra-ca", value_name = "FILE")]
+    egress_extra_ca: Vec<PathBuf>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.token = std::env::var("BOTHY_TOKEN").ok().filter(|t| !t.is_empty());
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
+    cfg.egress_extra_ca = a.egress_extra_ca;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
