@@ -11,6 +11,7 @@ pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod interp;
 pub mod name;
 pub mod network;

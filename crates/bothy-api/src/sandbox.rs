@@ -26,6 +26,10 @@ pub struct CreateSandbox {
     /// Never put the sandbox to sleep for idleness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
+    /// Network mode and egress policy (default for a new sandbox: `proxy`, every host
+    /// allowed). Replaces the stored one if given (like `PUT .../network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +78,9 @@ pub struct SandboxInfo {
     /// PID of the sandbox's init (the agent) on the host, while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// Network mode, policy and address (`None` only from daemons without networking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkInfo>,
     /// Whether this request created the sandbox (only on get-or-create replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,

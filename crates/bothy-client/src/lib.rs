@@ -9,6 +9,7 @@ mod conn;
 pub mod egress;
 mod error;
 pub mod interp;
+pub mod network;
 pub mod processes;
 pub mod sandboxes;
 pub mod sse;

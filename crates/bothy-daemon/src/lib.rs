@@ -18,6 +18,7 @@ pub mod egress;
 pub mod error;
 pub mod images;
 pub mod manager;
+pub mod net;
 pub mod netns;
 pub mod preview;
 pub mod proxy;

@@ -14,6 +14,7 @@ use crate::config::{DaemonConfig, FileConfig};
 use crate::error::StartupError;
 use crate::images::Images;
 use crate::manager::Manager;
+use crate::net::{NetOptions, Network};
 
 /// Runs the daemon until SIGTERM or SIGINT. Sandboxes keep running after it exits.
 pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
@@ -65,6 +66,18 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
             .await
             .map_err(|e| StartupError::new("build the host image", e))??
     };
+    let (net, net_listeners) = Network::start(NetOptions {
+        pool: cfg.net_pool,
+        synthetic: cfg.net_synthetic,
+        instance: cfg.cgroup_parent.clone(),
+    })
+    .map_err(|e| StartupError::new("set up sandbox networking", e))?;
+    match net.unavailable_reason() {
+        Some(r) => tracing::warn!(
+            "proxy networking unavailable ({r}): new sandboxes get network mode `none`, and mode `proxy` is refused"
+        ),
+        None => tracing::info!(pool = %cfg.net_pool, gateway = %net.gateway(), "proxy networking ready"),
+    }
     let manager = Manager::new(
         store,
         Arc::new(runtime),
@@ -72,11 +85,25 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         images,
         cfg.agent_binary.clone(),
         cfg.limits,
+        net.clone(),
     );
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();
     manager.spawn_idle_loop(cfg.idle_check, stop.clone());
+    if let Some(l) = net_listeners {
+        let (proxy, dns) = l.into_parts();
+        net.serve_dns(dns, stop.clone());
+        tokio::spawn(crate::net::egress::serve(
+            proxy,
+            net.clone(),
+            manager.clone(),
+            Arc::new(egress.clone()),
+            egress.ca.clone(),
+            egress.proxy_options(),
+            stop.clone(),
+        ));
+    }
     let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
     let app = api::router(AppState {
         manager: manager.clone(),
@@ -140,6 +167,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         tracing::warn!("open requests did not finish within the grace period; closing them");
     }
     manager.flush_activity();
+    net.shutdown();
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use bothy_api::network::NetworkConfig;
 use bothy_api::sandbox::SandboxState;
 use bothy_api::SandboxName;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -75,6 +76,11 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_ports(&self, name: &SandboxName) -> Result<Vec<PortRecord>>;
     /// Returns whether the port was exposed.
     fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool>;
+
+    /// A sandbox's network mode and egress policy; `None` for a sandbox created before
+    /// networking existed (it keeps loopback only). Deleting the sandbox deletes it.
+    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>>;
+    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()>;
 }
 
 /// An exposed port of a sandbox: `http://{port}-{sandbox}-{token}.{preview domain}`. Deleting
@@ -126,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL
+    );
+"#,
+    r#"
+    CREATE TABLE sandbox_network (
+        sandbox TEXT PRIMARY KEY REFERENCES sandboxes(name) ON DELETE CASCADE,
+        config TEXT NOT NULL
     );
 "#,
 ];
@@ -380,6 +392,36 @@ impl MetaStore for SqliteStore {
         )?;
         Ok(n == 1)
     }
+
+    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
+        let Some(json) = st
+            .query_row([name.as_str()], |r| r.get::<_, String>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| MetaError::Corrupt {
+                what: format!("network of sandbox {name:?}"),
+                detail: e.to_string(),
+            })
+    }
+
+    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()> {
+        let json = serde_json::to_string(cfg).map_err(|e| MetaError::Corrupt {
+            what: format!("network of sandbox {name:?}"),
+            detail: e.to_string(),
+        })?;
+        self.conn().execute(
+            "INSERT INTO sandbox_network (sandbox, config) VALUES (?1, ?2) \
+             ON CONFLICT(sandbox) DO UPDATE SET config = excluded.config",
+            params![name.as_str(), json],
+        )?;
+        Ok(())
+    }
 }
 
 fn port_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PortRecord>> {
@@ -441,6 +483,24 @@ mod tests {
             last_activity_ms: 1,
             runtime: None,
         }
+    }
+
+    #[test]
+    fn network_belongs_to_its_sandbox() {
+        use bothy_api::network::NetworkMode;
+        let s = SqliteStore::open_in_memory().unwrap();
+        let r = rec("net");
+        s.insert_sandbox(&r).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
+        let mut cfg = NetworkConfig::default();
+        cfg.policy.deny.push("*.evil.test".into());
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), Some(cfg.clone()));
+        cfg.mode = NetworkMode::None;
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap().unwrap().mode, NetworkMode::None);
+        s.delete_sandbox(&r.name).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod health;
 mod images;
+mod network;
 mod sandboxes;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{name}/sleep", post(sandboxes::sleep))
         .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
+        .route(
+            "/v1/sandboxes/{name}/network",
+            get(network::get).put(network::put),
+        )
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));

@@ -85,3 +85,14 @@ impl EgressState {
         }
     }
 }
+
+/// What the proxy's directory asks the daemon's egress state for.
+impl crate::net::directory::EgressSink for EgressState {
+    fn secret(&self, name: &str) -> Option<String> {
+        self.secrets.get(name)
+    }
+
+    fn record(&self, sandbox: &bothy_api::SandboxName, entry: bothy_api::egress::EgressLogEntry) {
+        self.logs.push(sandbox, entry);
+    }
+}

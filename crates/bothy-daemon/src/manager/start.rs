@@ -22,6 +22,7 @@ impl Manager {
         mut rec: SandboxRecord,
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
+        let network = self.network_of(&rec.name)?;
         let dirs = self.layout.sandbox(&rec.name);
         let mut overlays = self.images.overlays(&image, &dirs);
         crate::egress::trust::add_layer(&mut overlays, &self.layout);
@@ -64,6 +65,15 @@ impl Manager {
             )
         })?;
 
+        // The link comes up before anyone can use the sandbox.
+        if let Err(e) = self.net_attach(&rec.name, &started, &network).await {
+            let runtime = self.runtime.clone();
+            let name = rec.name.clone();
+            let _ = tokio::task::spawn_blocking(move || runtime.stop(&name, Some(started))).await;
+            self.net.detach_record(&rec.name);
+            return Err(e);
+        }
+
         rec.state = SandboxState::Running;
         rec.runtime = Some(RuntimeRef {
             pid: started.pid,
@@ -74,6 +84,7 @@ impl Manager {
             let runtime = self.runtime.clone();
             let name = rec.name.clone();
             let _ = tokio::task::spawn_blocking(move || runtime.stop(&name, Some(started))).await;
+            self.net.detach_record(&rec.name);
             return Err(e);
         }
         let running = Running {

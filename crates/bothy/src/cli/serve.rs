@@ -29,6 +29,14 @@ pub struct Args {
     /// system's roots (repeatable).
     #[arg(long = "egress-extra-ca", value_name = "FILE")]
     egress_extra_ca: Vec<PathBuf>,
+    /// Addresses of sandboxes in `proxy` mode; the first one is every sandbox's gateway and
+    /// DNS server.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    net_pool: bothy_daemon::net::Ipv4Net,
+    /// Synthetic addresses the daemon's DNS answers sandboxes with (mapped back to names by
+    /// the egress proxy).
+    #[arg(long, default_value = "198.18.0.0/15")]
+    net_synthetic: bothy_daemon::net::Ipv4Net,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -39,6 +47,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
     cfg.egress_extra_ca = a.egress_extra_ca;
+    cfg.net_pool = a.net_pool;
+    cfg.net_synthetic = a.net_synthetic;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
