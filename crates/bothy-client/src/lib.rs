@@ -6,6 +6,7 @@
 //! typed helpers per area ([`sandboxes`]).
 
 mod conn;
+pub mod egress;
 mod error;
 pub mod interp;
 pub mod network;

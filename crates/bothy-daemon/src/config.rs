@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// PEM files of CAs the egress proxy trusts for upstream TLS besides the system's roots.
+    pub egress_extra_ca: Vec<PathBuf>,
     /// Sandbox addresses in `proxy` mode (the first one is every sandbox's gateway).
     pub net_pool: crate::net::Ipv4Net,
     /// Synthetic addresses the DNS stub answers with.
@@ -47,6 +49,7 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            egress_extra_ca: Vec::new(),
             net_pool: crate::net::NetOptions::default().pool,
             net_synthetic: crate::net::NetOptions::default().synthetic,
         }

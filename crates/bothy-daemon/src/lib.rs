@@ -14,6 +14,7 @@ pub mod agent_conn;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod images;
 pub mod manager;

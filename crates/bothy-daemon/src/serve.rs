@@ -41,9 +41,19 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.token = Some(token);
     }
 
-    let store: Arc<dyn MetaStore> = Arc::new(
+    let sqlite = Arc::new(
         SqliteStore::open(&layout.db()).map_err(|e| StartupError::new("open state.db", e))?,
     );
+    let store: Arc<dyn MetaStore> = sqlite.clone();
+    let egress = {
+        let (layout, extra) = (layout.clone(), cfg.egress_extra_ca.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::egress::EgressState::open(&layout, sqlite, &extra)
+        })
+        .await
+        .map_err(|e| StartupError::new("set up egress", e))?
+        .map_err(|e| StartupError::new("set up egress", e))?
+    };
     let runtime = NativeRuntime::new(NativeConfig {
         cgroup_parent: cfg.cgroup_parent.clone(),
         uid_base: cfg.uid_base,
@@ -84,18 +94,13 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     if let Some(l) = net_listeners {
         let (proxy, dns) = l.into_parts();
         net.serve_dns(dns, stop.clone());
-        let ca_dir = cfg.data_dir.join("egress");
-        let ca = tokio::task::spawn_blocking(move || bothy_egress::Ca::load_or_create(&ca_dir))
-            .await
-            .map_err(|e| StartupError::new("load the egress CA", e))?
-            .map_err(|e| StartupError::new("load the egress CA", e))?;
         tokio::spawn(crate::net::egress::serve(
             proxy,
             net.clone(),
             manager.clone(),
-            Arc::new(crate::net::egress::NoSecrets),
-            Arc::new(ca),
-            bothy_egress::ProxyOptions::default(),
+            Arc::new(egress.clone()),
+            egress.ca.clone(),
+            egress.proxy_options(),
             stop.clone(),
         ));
     }
@@ -103,6 +108,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     let app = api::router(AppState {
         manager: manager.clone(),
         previews: previews.clone(),
+        egress: egress.clone(),
     });
 
     let sock = layout.socket();

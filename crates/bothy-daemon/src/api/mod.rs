@@ -21,6 +21,7 @@ use crate::manager::Manager;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
+    pub egress: crate::egress::EgressState,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     };
     control
         .merge(ports)
+        .merge(crate::egress::api::routes())
         .merge(data)
         .merge(crate::ui::routes())
         .fallback(not_found)

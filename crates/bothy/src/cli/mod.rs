@@ -4,6 +4,7 @@
 
 mod agent;
 mod cp;
+mod egress;
 mod exec;
 mod git;
 mod image;
@@ -84,6 +85,11 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Secrets the egress proxy injects into requests (never shown after being set).
+    #[command(subcommand)]
+    Secret(egress::SecretCommand),
+    /// Show a sandbox's egress log: every request and connection through the egress proxy.
+    EgressLog(egress::LogArgs),
     /// Show a sandbox's network (`bothy net NAME`) or change it (`bothy net set NAME ...`).
     Net(net::Args),
     /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
@@ -162,6 +168,8 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Secret(a) => egress::secret(&c, a).await,
+        Command::EgressLog(a) => egress::log(&c, a).await,
         Command::Net(a) => net::run(&c, a).await,
         Command::Git(a) => git::run(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),

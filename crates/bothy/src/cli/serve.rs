@@ -25,6 +25,10 @@ pub struct Args {
     /// host). Default `localhost:{TCP port}`, which browsers resolve to loopback.
     #[arg(long, env = "BOTHY_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
+    /// A PEM file of CA certificates the egress proxy trusts for upstream TLS besides the
+    /// system's roots (repeatable).
+    #[arg(long = "egress-extra-ca", value_name = "FILE")]
+    egress_extra_ca: Vec<PathBuf>,
     /// Addresses of sandboxes in `proxy` mode; the first one is every sandbox's gateway and
     /// DNS server.
     #[arg(long, default_value = "10.88.0.0/16")]
@@ -42,6 +46,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.token = std::env::var("BOTHY_TOKEN").ok().filter(|t| !t.is_empty());
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
+    cfg.egress_extra_ca = a.egress_extra_ca;
     cfg.net_pool = a.net_pool;
     cfg.net_synthetic = a.net_synthetic;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
