@@ -34,14 +34,22 @@ fn spec(mode: NetworkMode) -> CreateSandbox {
     }
 }
 
-pub async fn run(bin: &std::path::Path, quick: bool, args: Args, report: &mut Report) -> Result<()> {
+pub async fn run(
+    bin: &std::path::Path,
+    quick: bool,
+    args: Args,
+    report: &mut Report,
+) -> Result<()> {
     let n = args.rounds.unwrap_or(if quick { 5 } else { 30 });
     let d = TestDaemon::start_with(bin, Options::default())
         .await
         .context("the benchmark needs root")?;
     let c = &d.client;
     // Warm up both paths once.
-    for (name, m) in [("warm-none", NetworkMode::None), ("warm-proxy", NetworkMode::Proxy)] {
+    for (name, m) in [
+        ("warm-none", NetworkMode::None),
+        ("warm-proxy", NetworkMode::Proxy),
+    ] {
         c.put_sandbox(name, &spec(m)).await?;
         echo_first_output(c, name).await?;
         c.delete_sandbox(name).await?;

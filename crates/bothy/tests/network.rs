@@ -501,18 +501,8 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
         assert!(last.starts_with("get /hello"), "{last}");
         assert!(last.contains("x-injected: from-the-proxy"), "{last}");
     }
-    // HTTPS: intercepted with the installation's CA (trusted here by pointing curl at it).
-    let ca = std::fs::read(d.data_dir().join("egress/ca.pem")).expect("the egress CA");
-    d.client
-        .write_file("s", "/workspace/ca.pem", None, bothy_client::full(ca))
-        .await
-        .unwrap();
-    let (code, out) = probe(
-        &d,
-        "s",
-        "curl -sSf -m 10 --cacert /workspace/ca.pem https://api.example.test/secure",
-    )
-    .await;
+    // HTTPS: intercepted with the installation's CA, which the sandbox trusts by default.
+    let (code, out) = probe(&d, "s", "curl -sSf -m 10 https://api.example.test/secure").await;
     assert_eq!((code, out.as_str()), (0, "hello from upstream\n"));
     // A denied host fails clearly.
     let out = fails(&d, "s", "curl -sSf -m 10 http://x.evil.test/").await;
@@ -611,11 +601,19 @@ async fn git_clone_through_the_proxy_with_an_injected_token() {
     let upstream = format!("http://127.0.0.1:{port}");
     let policy = EgressPolicy {
         rules: vec![
-            rule(
-                "git.example.test",
-                &upstream,
-                &[("authorization", "Bearer s3cret-token")],
-            ),
+            HostRule {
+                host: "git.example.test".into(),
+                headers: [(
+                    "authorization".to_string(),
+                    HeaderValue {
+                        secret: Some("git-token".into()),
+                        value: None,
+                        format: Some("Bearer {secret}".into()),
+                    },
+                )]
+                .into(),
+                upstream: Some(upstream.clone()),
+            },
             // The same server without the token: authentication fails.
             rule("nokey.example.test", &upstream, &[]),
         ],
@@ -628,6 +626,10 @@ async fn git_clone_through_the_proxy_with_an_injected_token() {
         }),
         ..Default::default()
     };
+    d.client
+        .set_secret("git-token", "s3cret-token")
+        .await
+        .unwrap();
     d.client.put_sandbox("g", &spec).await.unwrap();
 
     let done = checkout(
@@ -649,28 +651,8 @@ async fn git_clone_through_the_proxy_with_an_injected_token() {
     let (_, grep) = probe(&d, "g", "grep -rl s3cret-token /workspace /root /etc 2>/dev/null; cat /proc/*/environ 2>/dev/null | grep -c s3cret-token").await;
     assert_eq!(grep.trim(), "0", "{grep}");
 
-    // HTTPS, shallow, into a chosen directory, with the CA the sandbox would trust.
-    let ca = std::fs::read(d.data_dir().join("egress/ca.pem")).unwrap();
-    d.client
-        .write_file("g", "/workspace/ca.pem", None, bothy_client::full(ca))
-        .await
-        .unwrap();
-    d.client
-        .put_sandbox(
-            "g",
-            &CreateSandbox {
-                env: Some(
-                    [(
-                        "GIT_SSL_CAINFO".to_string(),
-                        "/workspace/ca.pem".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    // HTTPS (intercepted; the sandbox trusts the installation's CA by default), shallow,
+    // into a chosen directory.
     let done = checkout(
         &d,
         "g",
