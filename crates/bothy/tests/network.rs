@@ -803,3 +803,41 @@ async fn net_cli_shows_and_sets() {
     let listed = d.client.get_sandbox("c").await.unwrap();
     assert_eq!(listed.network.unwrap().mode, NetworkMode::None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_survive_daemon_restarts() {
+    let Some(mut d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    let (up, _) = http_upstream();
+    let spec = CreateSandbox {
+        network: Some(NetworkConfig {
+            mode: NetworkMode::Proxy,
+            policy: EgressPolicy {
+                rules: vec![rule("api.example.test", &format!("http://127.0.0.1:{up}"), &[])],
+                ..Default::default()
+            },
+        }),
+        keep_alive: Some(true),
+        ..Default::default()
+    };
+    d.client.put_sandbox("r", &spec).await.unwrap();
+    let before = d.client.get_network("r").await.unwrap().address;
+    let pid = d.client.get_sandbox("r").await.unwrap().pid;
+    let curl = "curl -sSf -m 10 http://api.example.test/x";
+    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+
+    // Graceful stop (the firewall table is closed, not removed: the sandbox outlives the
+    // daemon) and start: the sandbox keeps running, the new daemon finds its link again.
+    assert_eq!(d.terminate(), Some(0));
+    d.restart().await;
+    assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
+    assert_eq!(d.client.get_network("r").await.unwrap().address, before);
+    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+
+    // kill -9: same, and the firewall table left behind is replaced.
+    d.kill9();
+    d.restart().await;
+    assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
+    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+}
