@@ -105,7 +105,10 @@ impl Manager {
         if !resp.status().is_success() {
             return Err(DaemonError::new(
                 ErrorCode::SandboxUnavailable,
-                format!("the sandbox agent refused to write /etc/resolv.conf ({})", resp.status()),
+                format!(
+                    "the sandbox agent refused to write /etc/resolv.conf ({})",
+                    resp.status()
+                ),
             ));
         }
         Ok(())
@@ -180,9 +183,10 @@ impl Manager {
                 }
             }
             NetworkMode::None => {
-                self.net.detach_live(name).await.map_err(|e| {
-                    DaemonError::internal("remove the sandbox's link", &e)
-                })?;
+                self.net
+                    .detach_live(name)
+                    .await
+                    .map_err(|e| DaemonError::internal("remove the sandbox's link", &e))?;
             }
         }
         Ok(())
@@ -232,8 +236,15 @@ pub fn validate_policy(p: &EgressPolicy) -> Result<(), DaemonError> {
             }
         }
         for (h, v) in &r.headers {
-            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(DaemonError::invalid(format!("rule {:?}: {h:?} is not a header name", r.host)));
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(DaemonError::invalid(format!(
+                    "rule {:?}: {h:?} is not a header name",
+                    r.host
+                )));
             }
             if v.secret.is_some() == v.value.is_some() {
                 return Err(DaemonError::invalid(format!(
