@@ -91,8 +91,15 @@ impl Manager {
     }
 
     /// Writes `/etc/resolv.conf` in a running sandbox (once at creation in `proxy` mode and on
-    /// a switch to it: the sandbox's layer keeps it across sleep).
-    pub(crate) async fn write_resolv_conf(&self, running: &Running) -> Result<(), DaemonError> {
+    /// a switch to it: the sandbox's layer keeps it across sleep). A failure (an image whose
+    /// `/etc` cannot be written) is logged, not fatal: the sandbox works, by address.
+    pub(crate) async fn write_resolv_conf(&self, running: &Running) {
+        if let Err(e) = self.try_write_resolv_conf(running).await {
+            tracing::warn!(error = ?e.0, "could not write the sandbox's /etc/resolv.conf");
+        }
+    }
+
+    async fn try_write_resolv_conf(&self, running: &Running) -> Result<(), DaemonError> {
         let body = crate::net::resolv_conf(self.net.gateway());
         let req = http::Request::put("/v1/files?path=/etc/resolv.conf&mode=644")
             .body(axum::body::Body::from(body))
@@ -179,7 +186,7 @@ impl Manager {
             NetworkMode::Proxy => {
                 self.net_attach(name, &running.started, new).await?;
                 if old.mode != NetworkMode::Proxy {
-                    self.write_resolv_conf(running).await?;
+                    self.write_resolv_conf(running).await;
                 }
             }
             NetworkMode::None => {
