@@ -741,3 +741,70 @@ fn rand_u64() -> u64 {
         .unwrap();
     u64::from_le_bytes(b)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_never_takes_a_sandbox_to_the_host_or_metadata() {
+    let Some(d) = TestDaemon::start_with(
+        BIN,
+        bothy_testkit::Options {
+            tcp_token: Some("tok".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    d.client
+        .put_sandbox("t1", &CreateSandbox::default())
+        .await
+        .unwrap();
+    let net = d.client.get_network("t1").await.unwrap();
+    let Some(gateway) = net.gateway.clone() else {
+        bothy_testkit::skip("proxy networking is unavailable on this machine");
+        return;
+    };
+    let api_port = d
+        .tcp_addr
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    // Default policy: every host allowed. Still, none of these may reach the host.
+    let cmd = format!(
+        "for u in http://{gateway}/ http://169.254.169.254/latest/meta-data/ https://{gateway}/; do \
+           printf '%s ' \"$u\"; curl -ksS --max-time 10 -o /dev/null -w '%{{http_code}}\\n' \"$u\" 2>/dev/null || true; done; \
+         printf 'host-header '; curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}\\n' -H 'Host: 127.0.0.1:{api_port}' http://203.0.113.1/v1/health 2>/dev/null || true; \
+         printf 'api-port '; curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{gateway}:{api_port}/v1/health 2>/dev/null || true"
+    );
+    let r = d
+        .client
+        .exec(
+            "t1",
+            &ExecRequest {
+                timeout_ms: Some(90_000),
+                ..sh(&cmd)
+            },
+        )
+        .await
+        .unwrap();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}\n{}", r.stdout, r.stderr);
+    for l in &lines[..4] {
+        assert!(l.ends_with(" 502"), "expected the proxy's 502: {l}");
+    }
+    // A port other than 80/443 that no entry names: the connection is closed, no HTTP at all.
+    assert_eq!(lines[4], "api-port 000");
+    let log = d.client.egress_log("t1", None).await.unwrap();
+    let errors: Vec<String> = log.entries.iter().filter_map(|e| e.error.clone()).collect();
+    assert!(
+        errors.iter().filter(|e| e.contains("non-public")).count() >= 4,
+        "{errors:?}"
+    );
+    assert!(log
+        .entries
+        .iter()
+        .any(|e| e.scheme == "tcp" && e.decision == bothy_api::egress::EgressDecision::Denied));
+}
