@@ -142,8 +142,13 @@ async fn connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
             Ok(Ok(t)) => t,
             _ => return,
         };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = http::Conn::new(shared, peer_ip, dst, Some(host));
-    http::serve(Box::pin(tls), conn).await
+    if h2 {
+        http::serve_h2(Box::pin(tls), conn).await
+    } else {
+        http::serve(Box::pin(tls), conn).await
+    }
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4.

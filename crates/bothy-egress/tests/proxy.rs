@@ -387,3 +387,56 @@ async fn bothy_testkit_wait(dir: &TestDir, n: usize) {
     }
     panic!("log has {} entries, want {n}", dir.log().len());
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_and_forwarded() {
+    let w = world(|u| EgressPolicy {
+        deny: vec!["*.evil.test".into()],
+        rules: vec![auth_rule(
+            "api.example.test",
+            format!("https://127.0.0.1:{}", u.addr.port()),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = (*w.client).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::try_from("api.example.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |uri: &str| {
+        hyper::Request::get(uri)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    // Two concurrent streams on the one connection.
+    let (a, b) = tokio::join!(
+        h2.send_request(req("https://api.example.test/h2/a")),
+        h2.clone()
+            .send_request(req("https://api.example.test/h2/b"))
+    );
+    for (r, path) in [(a.unwrap(), "/h2/a"), (b.unwrap(), "/h2/b")] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), hyper::Version::HTTP_2);
+        let seen = json(&r.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(seen["path"], path);
+        assert_eq!(seen["host"], "api.example.test");
+        assert_eq!(seen["authorization"], "Bearer s3cret-value-42");
+    }
+    // A request for another host on this connection is refused (the connection is for its SNI).
+    let r = h2.send_request(req("https://x.evil.test/")).await.unwrap();
+    assert_eq!(r.status(), 421);
+}
