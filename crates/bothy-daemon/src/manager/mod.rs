@@ -247,6 +247,10 @@ impl Manager {
         with_disk: bool,
     ) -> Result<SandboxInfo, DaemonError> {
         let slot = self.slot(name);
+        // A transition in progress (a sleep, a wake) finishes first, so what a client reads here
+        // is never older than what it has seen happen: a stream that ended because its sandbox is
+        // being put to sleep is followed by `sleeping`, not by a stale `running`.
+        drop(slot.lifecycle.lock().await);
         let rec = match slot.record() {
             Some(r) => Some(r),
             None => self
