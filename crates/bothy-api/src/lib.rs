@@ -5,6 +5,7 @@
 //! (daemon, agent, client, CLI, tests) can depend on it cheaply.
 
 pub mod agent;
+pub mod archive;
 pub mod command;
 pub mod data;
 pub mod error;
