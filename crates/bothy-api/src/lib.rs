@@ -19,6 +19,7 @@ pub mod preview;
 pub mod process;
 pub mod sandbox;
 pub mod session;
+pub mod snapshot;
 pub mod terminal;
 pub mod time;
 pub mod watch;

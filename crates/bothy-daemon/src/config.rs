@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// Snapshot layer chains longer than this are flattened into one layer.
+    pub max_layer_depth: usize,
 }
 
 impl DaemonConfig {
@@ -43,6 +45,7 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
         }
     }
 }

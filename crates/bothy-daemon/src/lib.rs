@@ -21,6 +21,7 @@ pub mod netns;
 pub mod preview;
 pub mod proxy;
 pub mod serve;
+pub mod snapshots;
 pub mod ui;
 
 pub use config::DaemonConfig;

@@ -63,6 +63,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.agent_binary.clone(),
         cfg.limits,
     );
+    manager.set_max_layer_depth(cfg.max_layer_depth);
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();

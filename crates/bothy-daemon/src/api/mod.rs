@@ -3,6 +3,7 @@
 mod health;
 mod images;
 mod sandboxes;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -38,6 +39,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
+        // Snapshot routes under a sandbox are matched before the data-plane wildcard.
+        .route(
+            "/v1/sandboxes/{name}/snapshots",
+            post(snapshots::create).get(snapshots::list_of_sandbox),
+        )
+        .route("/v1/sandboxes/{name}/restore", post(snapshots::restore))
+        .route("/v1/snapshots", get(snapshots::list))
+        .route(
+            "/v1/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).
