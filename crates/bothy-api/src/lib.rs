@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod archive;
+pub mod backup;
 pub mod command;
 pub mod data;
 pub mod error;

@@ -12,6 +12,9 @@ use bothy_api::sandbox::SandboxState;
 use bothy_api::SandboxName;
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod backups;
+pub use backups::BackupRecord;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata database error")]
@@ -130,6 +133,14 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>>;
     /// Returns whether it existed.
     fn delete_snapshot(&self, id: &str) -> Result<bool>;
+
+    /// Records a directory backup (its archive is already in the blob store).
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()>;
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>>;
+    /// Oldest first, expired ones included (callers filter by `expires_at_ms`).
+    fn list_backups(&self) -> Result<Vec<BackupRecord>>;
+    /// Returns whether it existed.
+    fn delete_backup(&self, id: &str) -> Result<bool>;
 }
 
 /// An exposed port of a sandbox: `http://{port}-{sandbox}-{token}.{preview domain}`. Deleting
@@ -191,6 +202,22 @@ const MIGRATIONS: &[&str] = &[
         layers TEXT NOT NULL,
         size_bytes INTEGER NOT NULL,
         created_at_ms INTEGER NOT NULL
+    );
+"#,
+    // Directory backups. `IF NOT EXISTS`: this migration may be reordered with others when
+    // branches merge.
+    r#"
+    CREATE TABLE IF NOT EXISTS backups (
+        id TEXT PRIMARY KEY,
+        sandbox TEXT NOT NULL,
+        path TEXT NOT NULL,
+        exclude TEXT NOT NULL DEFAULT '[]',
+        gitignore INTEGER NOT NULL DEFAULT 0,
+        blob_key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
     );
 "#,
 ];
@@ -507,6 +534,22 @@ impl MetaStore for SqliteStore {
             .conn()
             .execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
         Ok(n == 1)
+    }
+
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()> {
+        backups::put(&self.conn(), rec)
+    }
+
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>> {
+        backups::get(&self.conn(), id)
+    }
+
+    fn list_backups(&self) -> Result<Vec<BackupRecord>> {
+        backups::list(&self.conn())
+    }
+
+    fn delete_backup(&self, id: &str) -> Result<bool> {
+        backups::delete(&self.conn(), id)
     }
 }
 
