@@ -30,6 +30,11 @@ pub struct DaemonConfig {
     pub preview_domain: Option<String>,
     /// Snapshot layer chains longer than this are flattened into one layer.
     pub max_layer_depth: usize,
+    /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
+    /// (see `bothy_blob::StoreLocation`); default `$DATA/blobs`.
+    pub backup_store: Option<String>,
+    /// How often expired backups are swept.
+    pub backup_gc: Duration,
 }
 
 impl DaemonConfig {
@@ -46,6 +51,8 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
+            backup_store: None,
+            backup_gc: Duration::from_secs(60),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod agent_conn;
 pub mod api;
+pub mod backups;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -139,6 +139,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>>;
     /// Oldest first, expired ones included (callers filter by `expires_at_ms`).
     fn list_backups(&self) -> Result<Vec<BackupRecord>>;
+    /// Notes that an expired backup's objects are gone (its record stays a while).
+    fn mark_backup_swept(&self, id: &str) -> Result<()>;
     /// Returns whether it existed.
     fn delete_backup(&self, id: &str) -> Result<bool>;
 }
@@ -217,7 +219,8 @@ const MIGRATIONS: &[&str] = &[
         sha256 TEXT NOT NULL,
         size_bytes INTEGER NOT NULL,
         created_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER NOT NULL
+        expires_at_ms INTEGER NOT NULL,
+        swept INTEGER NOT NULL DEFAULT 0
     );
 "#,
 ];
@@ -546,6 +549,10 @@ impl MetaStore for SqliteStore {
 
     fn list_backups(&self) -> Result<Vec<BackupRecord>> {
         backups::list(&self.conn())
+    }
+
+    fn mark_backup_swept(&self, id: &str) -> Result<()> {
+        backups::mark_swept(&self.conn(), id)
     }
 
     fn delete_backup(&self, id: &str) -> Result<bool> {

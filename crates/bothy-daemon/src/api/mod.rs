@@ -1,5 +1,6 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
+mod backups;
 mod health;
 mod images;
 mod sandboxes;
@@ -21,6 +22,7 @@ use crate::manager::Manager;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
+    pub backups: crate::backups::Backups,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -51,6 +53,16 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::get).delete(snapshots::delete),
         )
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
+        .route(
+            "/v1/sandboxes/{name}/backups",
+            post(backups::create).get(backups::list_of_sandbox),
+        )
+        .route("/v1/backups", get(backups::list))
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route("/v1/backups/{id}/restore", post(backups::restore))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).

@@ -19,10 +19,13 @@ pub struct BackupRecord {
     pub size_bytes: u64,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// Its objects were removed after it expired; the record stays a while so that asking for
+    /// it says "expired" rather than "no such backup".
+    pub swept: bool,
 }
 
 const COLS: &str =
-    "id, sandbox, path, exclude, gitignore, blob_key, sha256, size_bytes, created_at_ms, expires_at_ms";
+    "id, sandbox, path, exclude, gitignore, blob_key, sha256, size_bytes, created_at_ms, expires_at_ms, swept";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BackupRecord>> {
     let id: String = row.get(0)?;
@@ -47,12 +50,13 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BackupRecord>> {
         size_bytes: row.get::<_, i64>(7)? as u64,
         created_at_ms: row.get(8)?,
         expires_at_ms: row.get(9)?,
+        swept: row.get(10)?,
     }))
 }
 
 pub(super) fn put(conn: &Connection, r: &BackupRecord) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO backups ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+        &format!("INSERT INTO backups ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
         params![
             r.id,
             r.sandbox,
@@ -64,8 +68,14 @@ pub(super) fn put(conn: &Connection, r: &BackupRecord) -> Result<()> {
             r.size_bytes as i64,
             r.created_at_ms,
             r.expires_at_ms,
+            r.swept,
         ],
     )?;
+    Ok(())
+}
+
+pub(super) fn mark_swept(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute("UPDATE backups SET swept = 1 WHERE id = ?1", [id])?;
     Ok(())
 }
 
@@ -110,6 +120,7 @@ mod tests {
             size_bytes: 42,
             created_at_ms: 1,
             expires_at_ms: 2,
+            swept: false,
         };
         {
             let s = SqliteStore::open(&db).unwrap();
@@ -119,6 +130,8 @@ mod tests {
         let s = SqliteStore::open(&db).unwrap();
         assert_eq!(s.get_backup(&rec.id).unwrap(), Some(rec.clone()));
         assert_eq!(s.list_backups().unwrap(), vec![rec.clone()]);
+        s.mark_backup_swept(&rec.id).unwrap();
+        assert!(s.get_backup(&rec.id).unwrap().unwrap().swept);
         assert!(s.delete_backup(&rec.id).unwrap());
         assert!(!s.delete_backup(&rec.id).unwrap());
         assert_eq!(s.get_backup(&rec.id).unwrap(), None);
