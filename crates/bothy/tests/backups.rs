@@ -628,3 +628,83 @@ async fn backups_on_a_real_s3_server() {
     c.delete_backup(&b.id).await.unwrap();
     assert_eq!(code(c.get_backup(&b.id).await), ErrorCode::BackupNotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_daemon_during_a_restore_leaves_the_target_intact() {
+    let Some(mut d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    let c = d.client.clone();
+    sandbox(&c, "a").await;
+    // 48 MiB that does not compress: the transfer takes long enough to be cut.
+    sh(
+        &c,
+        "a",
+        "mkdir -p /workspace/big /workspace/target && for i in $(seq 1 12); do head -c 4194304 /dev/urandom > /workspace/big/f$i; done && echo precious > /workspace/target/keep.txt",
+    )
+    .await;
+    let b = c
+        .create_backup(
+            "a",
+            &CreateBackup {
+                path: "big".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let before = listing(&c, "a", "/workspace/target").await;
+    let staging = "ls -A /workspace | grep -c '^\\.target\\.bothy-' || true";
+    let restore = {
+        let c = c.clone();
+        let id = b.id.clone();
+        tokio::spawn(async move {
+            c.restore_backup(
+                &id,
+                &RestoreBackup {
+                    sandbox: "a".into(),
+                    path: Some("target".into()),
+                },
+            )
+            .await
+        })
+    };
+    let started = bothy_testkit::wait_until(Duration::from_secs(30), || async {
+        sh(&c, "a", staging).await.trim() != "0"
+    })
+    .await;
+    assert!(started, "the restore never started unpacking");
+    d.kill9();
+    assert!(restore.await.unwrap().is_err(), "the restore was cut");
+    d.restart().await;
+    let c = d.client.clone();
+    assert!(
+        bothy_testkit::wait_until(Duration::from_secs(10), || async {
+            sh(&c, "a", staging).await.trim() == "0"
+        })
+        .await,
+        "the staging directory was not removed"
+    );
+    same(
+        &listing(&c, "a", "/workspace/target").await,
+        &before,
+        "target after the cut restore",
+    );
+    // And the backup still restores whole.
+    let r = c
+        .restore_backup(
+            &b.id,
+            &RestoreBackup {
+                sandbox: "a".into(),
+                path: Some("target".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.entries, 13);
+    same(
+        &listing(&c, "a", "/workspace/target").await,
+        &listing(&c, "a", "/workspace/big").await,
+        "restored after all",
+    );
+}
