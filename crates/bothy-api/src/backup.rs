@@ -108,6 +108,22 @@ pub struct RestoreBackup {
     pub path: Option<String>,
 }
 
+/// A `progress` event of the SSE form of create and restore (`Accept: text/event-stream`).
+/// The stream ends with a `backup` (create) or `restored` (restore) event holding the reply, or
+/// an `error` event `{code, message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// `archive` (create: the sandbox's agent packing and the daemon storing), `verify`
+    /// (restore: checking the stored archive), `send` (restore: the agent unpacking as it
+    /// receives), `commit` (restore: everything sent, the agent swapping it in).
+    pub phase: String,
+    /// Archive bytes done in this phase.
+    pub bytes: u64,
+    /// Archive bytes in all, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
 /// Reply of `POST /v1/backups/{id}/restore`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreResult {

@@ -243,17 +243,25 @@ async fn backup_restores_into_another_sandbox_and_survives_sleep_and_restarts() 
     // The backup itself survives the restart and the destruction of its sandbox.
     c.delete_sandbox("src").await.unwrap();
     assert_eq!(c.get_backup(&b.id).await.unwrap(), b);
+    // (The streamed form: progress events, then the reply.)
+    let mut events = Vec::new();
     let r = c
-        .restore_backup(
+        .restore_backup_progress(
             &b.id,
             &RestoreBackup {
                 sandbox: "dst".into(),
                 path: Some("again".into()),
             },
+            |p| events.push(p.clone()),
         )
         .await
         .unwrap();
     assert_eq!(r.path, "/workspace/again");
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|p| p.total == Some(b.size_bytes)),
+        "{events:?}"
+    );
     same(
         &listing(&c, "dst", "/workspace/again").await,
         &want,
@@ -423,6 +431,12 @@ async fn a_corrupted_or_missing_archive_is_refused_with_nothing_written() {
         std::fs::write(&archive, &bytes).unwrap();
         let r = restore().await;
         let m = message(restore().await);
+        let streamed = c.restore_backup_progress(&b.id, &target, |_| {}).await;
+        assert_eq!(
+            code(streamed),
+            ErrorCode::CorruptBlob,
+            "{what}: streamed form"
+        );
         assert_eq!(code(r), ErrorCode::CorruptBlob, "{what}");
         assert!(m.contains("nothing was restored"), "{what}: {m}");
         assert_eq!(

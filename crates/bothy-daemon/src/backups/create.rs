@@ -29,6 +29,7 @@ impl Backups {
         &self,
         name: &SandboxName,
         req: CreateBackup,
+        progress: Arc<Progress>,
     ) -> Result<Backup, DaemonError> {
         let ttl_secs = match &req.ttl {
             None => DEFAULT_TTL_SECS,
@@ -64,6 +65,7 @@ impl Backups {
         let id = new_id();
         let key = BlobKey::new(archive_key(&id)).map_err(|e| blob_error("name the backup", e))?;
         let seen = Arc::new(Mutex::new(Seen::default()));
+        progress.start("archive", None);
         let stream = {
             let seen = seen.clone();
             resp.into_body().into_data_stream().map(move |chunk| {
@@ -72,6 +74,7 @@ impl Backups {
                     Ok(bytes) => {
                         s.hasher.update(&bytes);
                         s.size += bytes.len() as u64;
+                        progress.add(bytes.len() as u64);
                         Ok(bytes)
                     }
                     Err(e) => {

@@ -44,6 +44,43 @@ const TOMBSTONE: Duration = Duration::from_secs(7 * 86_400);
 /// Version of the manifest format written next to each archive.
 const MANIFEST_VERSION: u32 = 1;
 
+/// How far a create or restore has come; read by the SSE form of the API.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: std::sync::Mutex<&'static str>,
+    bytes: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn start(&self, phase: &'static str, total: Option<u64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+        self.bytes.store(0, Relaxed);
+        self.total.store(total.unwrap_or(0), Relaxed);
+    }
+
+    fn add(&self, n: u64) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The current state, for a `progress` event.
+    pub fn snapshot(&self) -> bothy_api::backup::Progress {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.total.load(Relaxed);
+        bothy_api::backup::Progress {
+            phase: self
+                .phase
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_string(),
+            bytes: self.bytes.load(Relaxed),
+            total: (total > 0).then_some(total),
+        }
+    }
+}
+
 /// The backup service: records in the metadata store, archives in a blob store.
 #[derive(Clone)]
 pub struct Backups {
@@ -146,7 +183,11 @@ impl Backups {
                 tracing::info!(backup = %rec.id, "removed an expired backup's archive");
                 n += 1;
             }
-            if rec.expires_at_ms.saturating_add(TOMBSTONE.as_millis() as i64) <= now {
+            if rec
+                .expires_at_ms
+                .saturating_add(TOMBSTONE.as_millis() as i64)
+                <= now
+            {
                 self.remove(&rec).await?;
             }
         }

@@ -1,6 +1,8 @@
 //! Restoring a backup into a sandbox: check the archive against its record, then send it to
 //! the agent (`PUT /v1/archive`), checked again on the way.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use bothy_api::archive::ExtractResult;
 use bothy_api::backup::{RestoreBackup, RestoreResult};
@@ -21,6 +23,7 @@ impl Backups {
         &self,
         id: &str,
         req: RestoreBackup,
+        progress: Arc<Progress>,
     ) -> Result<RestoreResult, DaemonError> {
         let rec = self.live(id)?;
         let sandbox = crate::error::parse_name(&req.sandbox)?;
@@ -29,6 +32,7 @@ impl Backups {
             .map_err(|e| blob_error("read the backup's key", e))?;
 
         // 1. The whole archive must match its record before anything reaches the sandbox.
+        progress.start("verify", Some(rec.size_bytes));
         let mut stream = self.open(&rec, &key).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -36,13 +40,19 @@ impl Backups {
             let chunk = chunk.map_err(|e| self.read_error(&rec, e))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
+            progress.add(chunk.len() as u64);
         }
         check(&rec, hasher, size)?;
 
         // 2. Send it, checked again: bytes that changed since are cut off before the end.
         let (slot, running) = self.manager.ensure_running(&sandbox).await?;
         let _awake = slot.activity();
-        let body = Body::from_stream(checked(self.open(&rec, &key).await?, rec.clone()));
+        progress.start("send", Some(rec.size_bytes));
+        let body = Body::from_stream(checked(
+            self.open(&rec, &key).await?,
+            rec.clone(),
+            progress.clone(),
+        ));
         let request = http::Request::put(format!("/v1/archive?path={}", enc(&path)))
             .header(http::header::CONTENT_TYPE, bothy_api::archive::CONTENT_TYPE)
             .body(body)
@@ -125,18 +135,21 @@ fn check(rec: &BackupRecord, hasher: Sha256, size: u64) -> Result<(), DaemonErro
 fn checked(
     inner: ByteStream,
     rec: BackupRecord,
+    progress: Arc<Progress>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct State {
         inner: ByteStream,
         rec: BackupRecord,
         hasher: Option<Sha256>,
         size: u64,
+        progress: Arc<Progress>,
     }
     let state = State {
         inner,
         rec,
         hasher: Some(Sha256::new()),
         size: 0,
+        progress,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         let hasher = s.hasher.as_mut()?;
@@ -144,6 +157,7 @@ fn checked(
             Some(Ok(chunk)) => {
                 hasher.update(&chunk);
                 s.size += chunk.len() as u64;
+                s.progress.add(chunk.len() as u64);
                 Some((Ok(chunk), s))
             }
             Some(Err(e)) => {
@@ -153,7 +167,10 @@ fn checked(
             None => {
                 let hasher = s.hasher.take()?;
                 match check(&s.rec, hasher, s.size) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        s.progress.start("commit", Some(s.rec.size_bytes));
+                        None
+                    }
                     Err(e) => Some((Err(std::io::Error::other(e.0.message)), s)),
                 }
             }

@@ -1,10 +1,9 @@
 //! `bothy backup NAME DIR`, `bothy backup ls|rm`, `bothy restore-backup ID NAME [DIR]`.
 
-use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bothy_api::backup::{CreateBackup, RestoreBackup, Ttl};
+use bothy_api::backup::{CreateBackup, Progress, RestoreBackup, Ttl};
 use bothy_client::Client;
 
 use super::output::{bytes, print_json, print_table, JsonFlag};
@@ -92,7 +91,10 @@ pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
                 ttl: a.ttl.map(Ttl::Text),
             };
             let what = format!("backing up {name}:{dir}");
-            let b = with_progress(&what, c.create_backup(&name, &req)).await?;
+            let mut bar = Bar::new(what);
+            let b = c.create_backup_progress(&name, &req, |p| bar.show(p)).await;
+            bar.finish(b.is_ok());
+            let b = b?;
             if a.out.json {
                 print_json(&b);
             } else {
@@ -117,7 +119,12 @@ pub async fn restore(c: &Client, a: RestoreArgs) -> anyhow::Result<i32> {
         path: a.dir,
     };
     let what = format!("restoring {} into {}", a.id, a.name);
-    let r = with_progress(&what, c.restore_backup(&a.id, &req)).await?;
+    let mut bar = Bar::new(what);
+    let r = c
+        .restore_backup_progress(&a.id, &req, |p| bar.show(p))
+        .await;
+    bar.finish(r.is_ok());
+    let r = r?;
     if a.out.json {
         print_json(&r);
     } else {
@@ -133,32 +140,52 @@ pub async fn restore(c: &Client, a: RestoreArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs `f`, showing on stderr what is going on and for how long (a live counter on a
-/// terminal, start and end lines otherwise).
-async fn with_progress<T>(what: &str, f: impl Future<Output = T>) -> T {
-    let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    if !tty {
-        eprintln!("{what} …");
-    }
-    tokio::pin!(f);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let out = loop {
-        tokio::select! {
-            out = &mut f => break out,
-            _ = tick.tick() => {
-                if tty {
-                    eprint!("\r{what} … {:.1} s", start.elapsed().as_secs_f64());
-                    let _ = std::io::stderr().flush();
-                }
-            }
+/// Progress on stderr: one line redrawn in place on a terminal; otherwise a line per phase and
+/// one at the end.
+struct Bar {
+    what: String,
+    tty: bool,
+    start: Instant,
+    phase: String,
+}
+
+impl Bar {
+    fn new(what: String) -> Self {
+        Self {
+            what,
+            tty: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            phase: String::new(),
         }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    if tty {
-        eprintln!("\r{what} … done in {secs:.1} s");
-    } else {
-        eprintln!("{what}: done in {secs:.1} s");
     }
-    out
+
+    fn show(&mut self, p: &Progress) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let done = match p.total {
+            Some(t) if t > 0 => format!(
+                "{} / {} ({:.0}%)",
+                bytes(p.bytes),
+                bytes(t),
+                p.bytes as f64 * 100.0 / t as f64
+            ),
+            _ => bytes(p.bytes),
+        };
+        if self.tty {
+            eprint!("\r\x1b[K{} … {}: {done}, {secs:.1} s", self.what, p.phase);
+            let _ = std::io::stderr().flush();
+        } else if p.phase != self.phase {
+            eprintln!("{} … {}", self.what, p.phase);
+        }
+        self.phase = p.phase.clone();
+    }
+
+    fn finish(&self, ok: bool) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let how = if ok { "done" } else { "failed" };
+        if self.tty {
+            eprintln!("\r\x1b[K{} … {how} in {secs:.1} s", self.what);
+        } else {
+            eprintln!("{}: {how} in {secs:.1} s", self.what);
+        }
+    }
 }
