@@ -5,6 +5,8 @@
 //! (daemon, agent, client, CLI, tests) can depend on it cheaply.
 
 pub mod agent;
+pub mod archive;
+pub mod backup;
 pub mod command;
 pub mod data;
 pub mod error;
@@ -18,6 +20,7 @@ pub mod preview;
 pub mod process;
 pub mod sandbox;
 pub mod session;
+pub mod snapshot;
 pub mod terminal;
 pub mod time;
 pub mod watch;

@@ -37,6 +37,12 @@ impl Manager {
         spec: CreateSandbox,
     ) -> Result<(SandboxInfo, bool), DaemonError> {
         validate(&spec)?;
+        if let Some(snap) = spec.from_snapshot.clone() {
+            return self
+                .fork_one(name, spec, &snap)
+                .await
+                .map(|info| (info, true));
+        }
         let slot = self.slot(name);
         let _lock = slot.lifecycle.lock().await;
         if let Some(mut rec) = self.load(&slot)? {
@@ -96,6 +102,8 @@ impl Manager {
             created_at_ms: now,
             last_activity_ms: now,
             runtime: None,
+            layers: Vec::new(),
+            parent_snapshot: None,
         };
         let inserted = self
             .store

@@ -12,8 +12,11 @@
 pub mod create;
 pub mod destroy;
 pub mod exit_watch;
+pub mod fork;
 pub mod idle;
 pub mod reconcile;
+pub mod restore;
+pub mod snapshot;
 pub mod start;
 pub mod stop;
 
@@ -42,7 +45,16 @@ pub struct Manager {
     pub(crate) agent_binary: PathBuf,
     pub(crate) limits: Limits,
     slots: Mutex<HashMap<SandboxName, Arc<Slot>>>,
+    /// Serializes changes to which layers are referenced (snapshot, fork, restore, delete,
+    /// import) with their garbage collection. Taken after a slot's lifecycle lock, never
+    /// before.
+    pub(crate) layers_lock: tokio::sync::Mutex<()>,
+    /// Snapshot chains longer than this are flattened into one layer.
+    max_layer_depth: AtomicUsize,
 }
+
+/// Default of `--max-layer-depth`.
+pub const DEFAULT_MAX_LAYER_DEPTH: usize = 8;
 
 /// A live sandbox: how to reach its agent and which process is its init.
 #[derive(Clone)]
@@ -139,6 +151,8 @@ impl Manager {
             agent_binary,
             limits,
             slots: Mutex::new(HashMap::new()),
+            layers_lock: tokio::sync::Mutex::new(()),
+            max_layer_depth: AtomicUsize::new(DEFAULT_MAX_LAYER_DEPTH),
         })
     }
 
@@ -148,6 +162,30 @@ impl Manager {
 
     pub fn images(&self) -> &Images {
         &self.images
+    }
+
+    /// Sets how many snapshot layers a chain may have before it is flattened (at least 1).
+    pub fn set_max_layer_depth(&self, depth: usize) {
+        self.max_layer_depth.store(depth.max(1), Ordering::Relaxed);
+    }
+
+    pub fn max_layer_depth(&self) -> usize {
+        self.max_layer_depth.load(Ordering::Relaxed)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// Caches a record that was just written to the store (in a transaction of its own).
+    pub(crate) fn cache_record(&self, slot: &Slot, rec: SandboxRecord) {
+        let mut inner = slot.inner();
+        inner.record = Some(rec);
+        inner.loaded = true;
     }
 
     /// The slot of `name`, created empty if there is none yet.

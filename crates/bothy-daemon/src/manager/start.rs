@@ -23,7 +23,7 @@ impl Manager {
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
         let dirs = self.layout.sandbox(&rec.name);
-        let overlays = self.images.overlays(&image, &dirs);
+        let overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
         let socket = dirs.agent_socket();
         let config = AgentConfig {
             name: rec.name.to_string(),

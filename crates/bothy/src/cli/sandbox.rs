@@ -105,6 +105,7 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
         },
         sleep_after: a.sleep_after,
         keep_alive: a.keep_alive.then_some(true),
+        from_snapshot: None,
     };
     let info = c.put_sandbox(&a.name, &spec).await?;
     if a.out.json {
