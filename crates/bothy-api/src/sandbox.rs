@@ -30,6 +30,10 @@ pub struct CreateSandbox {
     /// allowed). Replaces the stored one if given (like `PUT .../network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::NetworkConfig>,
+    /// Create the sandbox as a fork of this snapshot (id or name): its lower layers are the
+    /// snapshot's, its own layer starts empty. Refused with 409 if the sandbox exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,13 @@ pub struct DaemonConfig {
     pub net_pool: crate::net::Ipv4Net,
     /// Synthetic addresses the DNS stub answers with.
     pub net_synthetic: crate::net::Ipv4Net,
+    /// Snapshot layer chains longer than this are flattened into one layer.
+    pub max_layer_depth: usize,
+    /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
+    /// (see `bothy_blob::StoreLocation`); default `$DATA/blobs`.
+    pub backup_store: Option<String>,
+    /// How often expired backups are swept.
+    pub backup_gc: Duration,
 }
 
 impl DaemonConfig {
@@ -52,6 +59,9 @@ impl DaemonConfig {
             egress_extra_ca: Vec::new(),
             net_pool: crate::net::NetOptions::default().pool,
             net_synthetic: crate::net::NetOptions::default().synthetic,
+            max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
+            backup_store: None,
+            backup_gc: Duration::from_secs(60),
         }
     }
 }

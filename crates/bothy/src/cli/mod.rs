@@ -3,6 +3,7 @@
 //! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
 
 mod agent;
+mod backup;
 mod cp;
 mod egress;
 mod exec;
@@ -95,6 +96,11 @@ enum Command {
     /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
     #[command(subcommand)]
     Git(git::Command),
+    /// Back up a directory of a sandbox (`bothy backup demo /workspace --exclude node_modules`),
+    /// or list (`ls`) / delete (`rm ID`) backups.
+    Backup(backup::Args),
+    /// Restore a backup into a sandbox (replaces the directory's contents).
+    RestoreBackup(backup::RestoreArgs),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -172,6 +178,8 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::EgressLog(a) => egress::log(&c, a).await,
         Command::Net(a) => net::run(&c, a).await,
         Command::Git(a) => git::run(&c, a).await,
+        Command::Backup(a) => backup::run(&c, a).await,
+        Command::RestoreBackup(a) => backup::restore(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }

@@ -123,6 +123,7 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
             },
             policy: Default::default(),
         }),
+        from_snapshot: None,
     };
     let info = c.put_sandbox(&a.name, &spec).await?;
     if a.out.json {
