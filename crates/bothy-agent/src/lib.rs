@@ -13,6 +13,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod interp;
 pub mod persist;
 pub mod processes;

@@ -7,8 +7,10 @@
 
 pub mod backups;
 mod conn;
+pub mod egress;
 mod error;
 pub mod interp;
+pub mod network;
 pub mod processes;
 pub mod sandboxes;
 pub mod sse;

@@ -35,6 +35,12 @@ pub struct DaemonConfig {
     pub backup_store: Option<String>,
     /// How often expired backups are swept.
     pub backup_gc: Duration,
+    /// PEM files of CAs the egress proxy trusts for upstream TLS besides the system's roots.
+    pub egress_extra_ca: Vec<PathBuf>,
+    /// Sandbox addresses in `proxy` mode (the first one is every sandbox's gateway).
+    pub net_pool: crate::net::Ipv4Net,
+    /// Synthetic addresses the DNS stub answers with.
+    pub net_synthetic: crate::net::Ipv4Net,
 }
 
 impl DaemonConfig {
@@ -53,6 +59,9 @@ impl DaemonConfig {
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
             backup_store: None,
             backup_gc: Duration::from_secs(60),
+            egress_extra_ca: Vec::new(),
+            net_pool: crate::net::NetOptions::default().pool,
+            net_synthetic: crate::net::NetOptions::default().synthetic,
         }
     }
 }

@@ -3,6 +3,7 @@
 mod backups;
 mod health;
 mod images;
+mod network;
 mod sandboxes;
 mod snapshots;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
     pub backups: crate::backups::Backups,
+    pub egress: crate::egress::EgressState,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -39,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{name}/sleep", post(sandboxes::sleep))
         .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
+        .route(
+            "/v1/sandboxes/{name}/network",
+            get(network::get).put(network::put),
+        )
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
         // Snapshot routes under a sandbox are matched before the data-plane wildcard.
@@ -83,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     };
     control
         .merge(ports)
+        .merge(crate::egress::api::routes())
         .merge(data)
         .merge(crate::ui::routes())
         .fallback(not_found)
