@@ -33,6 +33,7 @@ fn record(name: &SandboxName, snap: &SnapshotRecord, spec: &CreateSandbox) -> Sa
         runtime: None,
         layers: snap.layers.clone(),
         parent_snapshot: Some(snap.id.clone()),
+        persist: spec.persist.unwrap_or(false),
     }
 }
 

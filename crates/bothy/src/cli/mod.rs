@@ -4,6 +4,7 @@
 
 mod agent;
 mod backup;
+mod blobs;
 mod cp;
 mod egress;
 mod exec;
@@ -17,6 +18,7 @@ mod sandbox;
 mod serve;
 mod session;
 mod shell;
+mod snapshot;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -101,6 +103,18 @@ enum Command {
     /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
     #[command(subcommand)]
     Git(git::Command),
+    /// Export a snapshot to a blob store; prints the manifest digest to import it elsewhere.
+    Export(blobs::ExportArgs),
+    /// Import a snapshot from a blob store by its manifest digest; prints its id.
+    Import(blobs::ImportArgs),
+    /// Move a sandbox's disk to a blob store (it sleeps; its next request pulls it back).
+    Evict(blobs::EvictArgs),
+    /// Snapshot a sandbox (`bothy snapshot NAME [--name N]`), or `snapshot ls|rm|info`.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Create a sandbox from a snapshot (`--count K`: K of them, NEW-1 … NEW-K).
+    Fork(snapshot::ForkArgs),
+    /// Put a sandbox back to a snapshot's state.
+    Restore(snapshot::RestoreArgs),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -180,6 +194,12 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::EgressLog(a) => egress::log(&c, a).await,
         Command::Net(a) => net::run(&c, a).await,
         Command::Git(a) => git::run(&c, a).await,
+        Command::Export(a) => blobs::export(&c, a).await,
+        Command::Import(a) => blobs::import(&c, a).await,
+        Command::Evict(a) => blobs::evict(&c, a).await,
+        Command::Snapshot(a) => snapshot::snapshot(&c, a).await,
+        Command::Fork(a) => snapshot::fork(&c, a).await,
+        Command::Restore(a) => snapshot::restore(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }
