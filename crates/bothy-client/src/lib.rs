@@ -6,6 +6,7 @@
 //! typed helpers per area ([`sandboxes`]).
 
 pub mod backups;
+pub mod blobs;
 mod conn;
 pub mod egress;
 mod error;
@@ -13,6 +14,7 @@ pub mod interp;
 pub mod network;
 pub mod processes;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod sse;
 pub mod terminals;
 pub mod watch;

@@ -154,23 +154,51 @@ impl Build {
         let moved = self.running.is_none();
         let gathered = match &self.running {
             Some(rt) => {
-                let t0 = Instant::now();
-                match rt.freeze(&self.sandbox) {
-                    Ok(()) => {
-                        let copied = (|| {
-                            for t in &self.targets {
-                                let up = dirs.upper(t);
-                                if up.is_dir() {
-                                    tree::copy_tree(&up, &changes.join(mount_key(t)))?;
-                                }
-                            }
-                            Ok::<_, SnapshotError>(())
-                        })();
-                        let thawed = rt.thaw(&self.sandbox);
-                        frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
-                        copied.and(thawed.map_err(SnapshotError::from))
+                // First pass while it runs; the second, frozen, only catches up with what
+                // changed meanwhile, so the freeze does not grow with the size of the state.
+                let pre = (|| {
+                    let mut pre = Vec::new();
+                    for t in &self.targets {
+                        let up = dirs.upper(t);
+                        if up.is_dir() {
+                            let key = mount_key(t);
+                            pre.push((
+                                key.clone(),
+                                tree::LiveCopy::precopy(&up, &changes.join(key))?,
+                            ));
+                        }
                     }
-                    Err(e) => Err(e.into()),
+                    Ok::<_, SnapshotError>(pre)
+                })();
+                match pre {
+                    Err(e) => Err(e),
+                    Ok(pre) => {
+                        let t0 = Instant::now();
+                        match rt.freeze(&self.sandbox) {
+                            Ok(()) => {
+                                let copied = (|| {
+                                    let mut done = Vec::new();
+                                    for (key, lc) in pre {
+                                        lc.finish()?;
+                                        done.push(key);
+                                    }
+                                    // An upper that appeared between the passes.
+                                    for t in &self.targets {
+                                        let key = mount_key(t);
+                                        let up = dirs.upper(t);
+                                        if up.is_dir() && !done.contains(&key) {
+                                            tree::copy_tree(&up, &changes.join(key))?;
+                                        }
+                                    }
+                                    Ok::<_, SnapshotError>(())
+                                })();
+                                let thawed = rt.thaw(&self.sandbox);
+                                frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                                copied.and(thawed.map_err(SnapshotError::from))
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
                 }
             }
             None => move_uppers(&dirs, &self.targets, &self.sandbox, &changes),
@@ -552,5 +580,65 @@ impl Manager {
             self.gc_locked().await?;
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bothy_store::meta::SqliteStore;
+
+    fn setup() -> (tempfile::TempDir, Layout, SqliteStore) {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        layout.create().unwrap();
+        (t, layout, SqliteStore::open_in_memory().unwrap())
+    }
+
+    #[test]
+    fn uncommitted_moved_uppers_go_back_to_their_sandbox() {
+        let (_t, layout, store) = setup();
+        let name = SandboxName::new("s").unwrap();
+        let tmp = layout.layers().join(format!("{TMP_PREFIX}snap-1"));
+        fs::create_dir_all(tmp.join("root/workspace")).unwrap();
+        fs::write(tmp.join("root/workspace/f"), b"x").unwrap();
+        fs::write(tmp.join(ORIGIN_FILE), "s").unwrap();
+        // The fresh empty upper the move left behind is replaced.
+        let upper = layout.sandbox(&name).upper("/");
+        fs::create_dir_all(&upper).unwrap();
+        recover(&layout, &store).unwrap();
+        assert_eq!(fs::read(upper.join("workspace/f")).unwrap(), b"x");
+        assert!(!tmp.exists());
+        assert!(!layout.layer("snap-1").exists());
+    }
+
+    #[test]
+    fn committed_layers_are_published_and_others_removed() {
+        let (_t, layout, store) = setup();
+        store
+            .put_layer(&LayerRecord {
+                id: "snap-2".into(),
+                size_bytes: 1,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let committed = layout.layers().join(format!("{TMP_PREFIX}snap-2"));
+        fs::create_dir_all(committed.join("root")).unwrap();
+        fs::write(committed.join(ORIGIN_FILE), "s").unwrap();
+        let changes = layout
+            .layers()
+            .join(format!("{TMP_PREFIX}snap-2{CHANGES_SUFFIX}"));
+        fs::create_dir_all(changes.join("root")).unwrap();
+        let stray = layout.layers().join(format!("{TMP_PREFIX}snap-3"));
+        fs::create_dir_all(stray.join("root")).unwrap();
+        recover(&layout, &store).unwrap();
+        assert!(layout.layer("snap-2").join("root").is_dir());
+        assert!(!layout.layer("snap-2").join(ORIGIN_FILE).exists());
+        assert!(!committed.exists() && !changes.exists() && !stray.exists());
+        // Nobody uses snap-2: collected.
+        let trash = gc(&layout, &store).unwrap();
+        assert_eq!(trash.len(), 1);
+        assert!(!layout.layer("snap-2").exists());
+        assert!(store.list_layers().unwrap().is_empty());
     }
 }

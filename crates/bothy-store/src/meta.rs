@@ -53,6 +53,8 @@ pub struct SandboxRecord {
     /// The snapshot the sandbox's state descends from (its last snapshot, or the one it was
     /// forked or restored from).
     pub parent_snapshot: Option<String>,
+    /// Push the disk to the blob store on every sleep.
+    pub persist: bool,
 }
 
 /// A layer made by a snapshot (or imported from a blob store): garbage-collected once no
@@ -115,10 +117,6 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Returns whether the port was exposed.
     fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool>;
 
-    /// A sandbox's network mode and egress policy; `None` for a sandbox created before
-    /// networking existed (it keeps loopback only). Deleting the sandbox deletes it.
-    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>>;
-    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()>;
     /// Records a layer made by a snapshot or an import (idempotent).
     fn put_layer(&self, rec: &LayerRecord) -> Result<()>;
     fn list_layers(&self) -> Result<Vec<LayerRecord>>;
@@ -148,6 +146,10 @@ pub trait MetaStore: Send + Sync + 'static {
     fn mark_backup_swept(&self, id: &str) -> Result<()>;
     /// Returns whether it existed.
     fn delete_backup(&self, id: &str) -> Result<bool>;
+    /// A sandbox's network mode and egress policy; `None` for a sandbox created before
+    /// networking existed (it keeps loopback only). Deleting the sandbox deletes it.
+    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>>;
+    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()>;
 }
 
 /// An exposed port of a sandbox: `http://{port}-{sandbox}-{token}.{preview domain}`. Deleting
@@ -228,10 +230,9 @@ const MIGRATIONS: &[&str] = &[
         swept INTEGER NOT NULL DEFAULT 0
     );
 "#,
-    // Secrets for the egress proxy (`crate::secrets`; the database file is mode 0600), then
-    // sandbox networks (issue 9), after the snapshot and backup tables.
+    // Secrets for the egress proxy (`crate::secrets`). The database file is mode 0600.
     r#"
-    CREATE TABLE IF NOT EXISTS secrets (
+    CREATE TABLE secrets (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
@@ -239,10 +240,13 @@ const MIGRATIONS: &[&str] = &[
     );
 "#,
     r#"
-    CREATE TABLE IF NOT EXISTS sandbox_network (
+    CREATE TABLE sandbox_network (
         sandbox TEXT PRIMARY KEY REFERENCES sandboxes(name) ON DELETE CASCADE,
         config TEXT NOT NULL
     );
+"#,
+    r#"
+    ALTER TABLE sandboxes ADD COLUMN persist INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -304,7 +308,7 @@ fn restrict_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
-const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot";
+const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot, persist";
 
 fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxRecord>> {
     let name: String = row.get(0)?;
@@ -336,6 +340,7 @@ fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxR
             },
             layers: serde_json::from_str(&layers).map_err(|e| corrupt(e.to_string()))?,
             parent_snapshot: row.get(11)?,
+            persist: row.get(12)?,
         })
     })();
     Ok(parsed)
@@ -369,7 +374,7 @@ impl MetaStore for SqliteStore {
         let conn = self.conn();
         let n = conn.execute(
             &format!(
-                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ),
             params![
                 r.name.as_str(),
@@ -384,6 +389,7 @@ impl MetaStore for SqliteStore {
                 r.runtime.map(|x| x.start_time as i64),
                 serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
                 r.parent_snapshot,
+                r.persist,
             ],
         )?;
         Ok(n == 1)
@@ -487,8 +493,7 @@ impl MetaStore for SqliteStore {
 
     fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>> {
         let conn = self.conn();
-        let mut st =
-            conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
+        let mut st = conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
         let Some(json) = st
             .query_row([name.as_str()], |r| r.get::<_, String>(0))
             .optional()?
@@ -515,6 +520,7 @@ impl MetaStore for SqliteStore {
         )?;
         Ok(())
     }
+
     fn put_layer(&self, rec: &LayerRecord) -> Result<()> {
         put_layer(&self.conn(), rec)
     }
@@ -637,7 +643,7 @@ fn update_sandbox(conn: &Connection, r: &SandboxRecord) -> Result<()> {
     conn.execute(
         "UPDATE sandboxes SET image=?2, state=?3, env=?4, sleep_after_secs=?5, keep_alive=?6, \
          created_at_ms=?7, last_activity_ms=?8, pid=?9, start_time=?10, layers=?11, \
-         parent_snapshot=?12 WHERE name=?1",
+         parent_snapshot=?12, persist=?13 WHERE name=?1",
         params![
             r.name.as_str(),
             r.image,
@@ -651,6 +657,7 @@ fn update_sandbox(conn: &Connection, r: &SandboxRecord) -> Result<()> {
             r.runtime.map(|x| x.start_time as i64),
             serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
             r.parent_snapshot,
+            r.persist,
         ],
     )?;
     Ok(())
@@ -751,28 +758,8 @@ mod tests {
             runtime: None,
             layers: vec![],
             parent_snapshot: None,
+            persist: false,
         }
-    }
-
-    #[test]
-    fn network_belongs_to_its_sandbox() {
-        use bothy_api::network::NetworkMode;
-        let s = SqliteStore::open_in_memory().unwrap();
-        let r = rec("net");
-        s.insert_sandbox(&r).unwrap();
-        assert_eq!(s.get_network(&r.name).unwrap(), None);
-        let mut cfg = NetworkConfig::default();
-        cfg.policy.deny.push("*.evil.test".into());
-        s.put_network(&r.name, &cfg).unwrap();
-        assert_eq!(s.get_network(&r.name).unwrap(), Some(cfg.clone()));
-        cfg.mode = NetworkMode::None;
-        s.put_network(&r.name, &cfg).unwrap();
-        assert_eq!(
-            s.get_network(&r.name).unwrap().unwrap().mode,
-            NetworkMode::None
-        );
-        s.delete_sandbox(&r.name).unwrap();
-        assert_eq!(s.get_network(&r.name).unwrap(), None);
     }
 
     #[test]
@@ -826,6 +813,24 @@ mod tests {
         assert_eq!(s.list_snapshots().unwrap(), vec![]);
         s.delete_layer("s-1").unwrap();
         assert!(s.list_layers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn network_belongs_to_its_sandbox() {
+        use bothy_api::network::NetworkMode;
+        let s = SqliteStore::open_in_memory().unwrap();
+        let r = rec("net");
+        s.insert_sandbox(&r).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
+        let mut cfg = NetworkConfig::default();
+        cfg.policy.deny.push("*.evil.test".into());
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), Some(cfg.clone()));
+        cfg.mode = NetworkMode::None;
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap().unwrap().mode, NetworkMode::None);
+        s.delete_sandbox(&r.name).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
     }
 
     #[test]

@@ -110,6 +110,160 @@ pub fn merge_layers(layers: &[PathBuf], dst: &Path) -> Result<CopyStats> {
     Ok(c.stats)
 }
 
+/// Copies a tree that may change meanwhile (a running sandbox's upper) in two passes, so that
+/// the sandbox only has to be frozen for the second: [`LiveCopy::precopy`] copies everything
+/// while the tree still changes and remembers each entry's inode and ctime;
+/// [`LiveCopy::finish`] (call it frozen) makes the copy exactly equal to the tree, copying again
+/// only the entries whose inode or ctime changed, and removing what disappeared. ctime cannot be
+/// set from user space and changes with every write, chmod, chown, xattr, link or rename; an
+/// entry whose ctime is within [`FRESH`] of the moment it was seen is not trusted (a coarse
+/// clock tick could hide a later change) and is copied again.
+pub struct LiveCopy {
+    src: PathBuf,
+    dst: PathBuf,
+    seen: HashMap<PathBuf, (u64, i64, i64)>,
+    pub stats: CopyStats,
+}
+
+/// Entries changed this recently when first copied are copied again by the second pass.
+pub const FRESH: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn ctime_key(md: &fs::Metadata) -> (u64, i64, i64) {
+    (md.ino(), md.ctime(), md.ctime_nsec())
+}
+
+impl LiveCopy {
+    /// First pass, while `src` may change. `dst` must not exist. Entries that change or vanish
+    /// under it are left for [`LiveCopy::finish`].
+    pub fn precopy(src: &Path, dst: &Path) -> Result<Self> {
+        let mut lc = Self {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            seen: HashMap::new(),
+            stats: CopyStats::default(),
+        };
+        let md = fs::symlink_metadata(src).map_err(err("stat", src))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dst)
+            .map_err(err("create directory", dst))?;
+        let mut c = Copier::default();
+        lc.pre_dir(&mut c, Path::new(""))?;
+        lc.record(Path::new(""), &md);
+        lc.stats = c.stats;
+        Ok(lc)
+    }
+
+    fn record(&mut self, rel: &Path, md: &fs::Metadata) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ctime = std::time::Duration::new(md.ctime().max(0) as u64, md.ctime_nsec() as u32);
+        if ctime + FRESH < now {
+            self.seen.insert(rel.to_path_buf(), ctime_key(md));
+        }
+    }
+
+    fn pre_dir(&mut self, c: &mut Copier, rel: &Path) -> Result<()> {
+        let sdir = self.src.join(rel);
+        for e in fs::read_dir(&sdir).map_err(err("read directory", &sdir))? {
+            let Ok(e) = e else { continue };
+            let r = rel.join(e.file_name());
+            let (s, d) = (self.src.join(&r), self.dst.join(&r));
+            let Ok(md) = fs::symlink_metadata(&s) else {
+                continue; // gone already
+            };
+            let done = if md.is_dir() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(err("create directory", &d))
+                    .and_then(|()| self.pre_dir(c, &r))
+            } else {
+                c.copy_node(&s, &d, &md)
+            };
+            match done {
+                Ok(()) => self.record(&r, &md),
+                Err(e) => {
+                    // Changed or gone under us: the second pass copies it.
+                    if fs::symlink_metadata(&s).is_ok_and(|now| ctime_key(&now) == ctime_key(&md)) {
+                        return Err(e);
+                    }
+                    remove_any(&d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Second pass, with `src` frozen: afterwards `dst` equals `src` exactly.
+    pub fn finish(mut self) -> Result<CopyStats> {
+        let mut c = Copier::default();
+        self.sync_dir(&mut c, Path::new(""))?;
+        let md = fs::symlink_metadata(&self.src).map_err(err("stat", &self.src))?;
+        clear_xattrs(&self.dst)?;
+        apply_meta(&self.src, &self.dst, &md)?;
+        self.stats.entries = c.stats.entries;
+        self.stats.bytes += c.stats.bytes;
+        Ok(self.stats)
+    }
+
+    fn sync_dir(&mut self, c: &mut Copier, rel: &Path) -> Result<()> {
+        let (sdir, ddir) = (self.src.join(rel), self.dst.join(rel));
+        let mut names = std::collections::HashSet::new();
+        for e in fs::read_dir(&sdir).map_err(err("read directory", &sdir))? {
+            let e = e.map_err(err("read directory", &sdir))?;
+            names.insert(e.file_name());
+        }
+        for e in fs::read_dir(&ddir).map_err(err("read directory", &ddir))? {
+            let e = e.map_err(err("read directory", &ddir))?;
+            if !names.contains(&e.file_name()) {
+                remove_any(&e.path());
+            }
+        }
+        for name in names {
+            let r = rel.join(&name);
+            let (s, d) = (self.src.join(&r), self.dst.join(&r));
+            let md = fs::symlink_metadata(&s).map_err(err("stat", &s))?;
+            let same = self.seen.get(&r) == Some(&ctime_key(&md));
+            let dmd = fs::symlink_metadata(&d).ok();
+            if md.is_dir()
+                && dmd.as_ref().is_some_and(|m| m.is_dir())
+                && self.seen.get(&r).is_some_and(|k| k.0 == md.ino())
+            {
+                // The same directory: bring its entries up to date, then its own metadata.
+                self.sync_dir(c, &r)?;
+                if !same {
+                    clear_xattrs(&d)?;
+                }
+                apply_meta(&s, &d, &md)?;
+                continue;
+            }
+            if same && dmd.is_some() && !md.is_dir() {
+                c.stats.entries += 1;
+                continue;
+            }
+            if dmd.is_some() {
+                remove_any(&d);
+            }
+            c.copy_node(&s, &d, &md)?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_any(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
 #[derive(Default)]
 struct Copier {
     /// (dev, ino) of multiply-linked files already copied → their copy.
@@ -409,6 +563,45 @@ mod tests {
         assert!(is_whiteout(
             &fs::symlink_metadata(dst.join("d/gone")).unwrap()
         ));
+    }
+
+    #[test]
+    fn live_copy_catches_up_with_changes() {
+        if !is_root() {
+            eprintln!("skipped: needs root (whiteouts, chown)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::create_dir_all(src.join("gone-dir/x")).unwrap();
+        for i in 0..50 {
+            fs::write(src.join(format!("a/f{i}")), format!("{i}")).unwrap();
+        }
+        fs::write(src.join("a/b/keep"), b"keep").unwrap();
+        fs::write(src.join("gone"), b"gone").unwrap();
+        fs::hard_link(src.join("a/f1"), src.join("a/b/f1-link")).unwrap();
+        // Old enough to be trusted by the second pass.
+        std::thread::sleep(FRESH + std::time::Duration::from_millis(50));
+        let dst = t.path().join("dst");
+        let lc = LiveCopy::precopy(&src, &dst).unwrap();
+        // Changes between the passes: data, mode, new file, deletions, a file that becomes a
+        // directory, a whiteout, an opaque marker, a hardlinked file rewritten in place.
+        fs::write(src.join("a/f2"), b"changed").unwrap();
+        fs::set_permissions(src.join("a/f3"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(src.join("a/new"), b"new").unwrap();
+        fs::remove_file(src.join("gone")).unwrap();
+        fs::remove_dir_all(src.join("gone-dir")).unwrap();
+        fs::remove_file(src.join("a/f4")).unwrap();
+        fs::create_dir(src.join("a/f4")).unwrap();
+        fs::remove_file(src.join("a/f5")).unwrap();
+        whiteout(&src.join("a/f5"));
+        opaque(&src.join("a/b"));
+        fs::write(src.join("a/f1"), b"via one link").unwrap();
+        let stats = lc.finish().unwrap();
+        assert_eq!(describe(&src), describe(&dst));
+        assert!(stats.bytes > 0);
+        assert_eq!(fs::read(dst.join("a/b/f1-link")).unwrap(), b"via one link");
     }
 
     #[test]

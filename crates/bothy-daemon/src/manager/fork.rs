@@ -33,6 +33,7 @@ fn record(name: &SandboxName, snap: &SnapshotRecord, spec: &CreateSandbox) -> Sa
         runtime: None,
         layers: snap.layers.clone(),
         parent_snapshot: Some(snap.id.clone()),
+        persist: spec.persist.unwrap_or(false),
     }
 }
 
@@ -44,6 +45,7 @@ impl Manager {
         spec: CreateSandbox,
         snapshot: &str,
     ) -> Result<SandboxInfo, DaemonError> {
+        let network = self.network_for_new(spec.network.clone())?;
         let slot = self.slot(name);
         let _lock = slot.lifecycle.lock().await;
         if self.load(&slot)?.is_some() {
@@ -62,17 +64,12 @@ impl Manager {
             }
             let mut rec = record(name, &snap, &spec);
             rec.state = SandboxState::Creating;
-            self.insert(&slot, &rec)?;
-            if let Some(n) = &spec.network {
-                if let Err(e) = self.store.put_network(name, n) {
-                    let _ = self.store.delete_sandbox(name);
-                    return Err(DaemonError::internal("write network config", &e));
-                }
-            }
+            self.insert(&slot, &rec, &network)?;
             rec
         };
         match self.start_locked(&slot, rec).await {
             Ok(running) => {
+                // The snapshot's /etc/resolv.conf may predate proxy mode.
                 if self.net.addr_of(name).is_some() {
                     self.write_resolv_conf(&running).await;
                 }
@@ -142,10 +139,11 @@ impl Manager {
             let _layers = self.layers_lock.lock().await;
             let snap = self.get_snapshot(snapshot)?;
             let spec = CreateSandbox::default();
+            let network = self.network_for_new(None)?;
             let mut done: Vec<&Arc<super::Slot>> = Vec::new();
             for s in &slots {
                 let rec = record(&s.name, &snap, &spec);
-                if let Err(e) = self.insert(s, &rec) {
+                if let Err(e) = self.insert(s, &rec, &network) {
                     for d in done {
                         let _ = self.store.delete_sandbox(&d.name);
                         let mut inner = d.inner();
@@ -173,7 +171,13 @@ impl Manager {
     }
 
     /// Inserts a new record (refused if the name was taken meanwhile) and caches it.
-    fn insert(&self, slot: &super::Slot, rec: &SandboxRecord) -> Result<(), DaemonError> {
+    /// Also records the fork's network config.
+    fn insert(
+        &self,
+        slot: &super::Slot,
+        rec: &SandboxRecord,
+        network: &bothy_api::network::NetworkConfig,
+    ) -> Result<(), DaemonError> {
         let inserted = self
             .store
             .insert_sandbox(rec)
@@ -181,9 +185,7 @@ impl Manager {
         if !inserted {
             return Err(exists(&rec.name));
         }
-        // A fork gets a new sandbox's network (`proxy` where the host can), like a create.
-        let network = self.network_for_new(None)?;
-        if let Err(e) = self.store.put_network(&rec.name, &network) {
+        if let Err(e) = self.store.put_network(&rec.name, network) {
             let _ = self.store.delete_sandbox(&rec.name);
             return Err(DaemonError::internal("write network config", &e));
         }

@@ -1,9 +1,9 @@
 //! Taking, listing and deleting snapshots.
 //!
 //! Sleeping sandbox: its uppers are *moved* into the new layer (no copy) and it gets fresh
-//! empty ones on top of a chain that now ends with that layer. Running sandbox: it is frozen,
-//! its uppers (only what changed since its chain) are copied, and it is thawed; its own chain
-//! does not change. Chains longer than `--max-layer-depth` are flattened into one layer. See
+//! empty ones on top of a chain that now ends with that layer. Running sandbox: its uppers
+//! (only what changed since its chain) are copied while it runs, then it is frozen while the
+//! copy catches up with what changed meanwhile, and thawed; its own chain does not change. Chains longer than `--max-layer-depth` are flattened into one layer. See
 //! [`crate::snapshots`] for the on-disk protocol that keeps a crash from exposing half a
 //! snapshot.
 
@@ -34,6 +34,8 @@ impl Manager {
             self.forget_slot(name);
             return Err(DaemonError::not_found(name));
         };
+        // An evicted disk comes back first: a snapshot of it must hold its files.
+        self.pull_back_if_evicted(name).await?;
         let _layers = self.layers_lock.lock().await;
         if let Some(n) = &req.name {
             if self
