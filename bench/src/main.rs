@@ -8,6 +8,7 @@
 
 mod foundation;
 mod host;
+mod net;
 mod report;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ struct Cli {
 enum Suite {
     /// Issue 3: start, wake, exec round trip, memory, scale.
     Foundation(foundation::Args),
+    /// Issue 9: start and wake in `proxy` network mode against mode `none`.
+    Net(net::Args),
 }
 
 /// Results of a run: table rows and free-form notes (errors met, limits hit).
@@ -66,6 +69,7 @@ async fn main() -> Result<()> {
     let run = async {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Net(a) => net::run(&bin, cli.quick, a, &mut rep).await,
         }
     };
     // On Ctrl-C the suite's future is dropped, which kills its daemon and sandboxes.

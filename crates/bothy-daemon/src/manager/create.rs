@@ -127,13 +127,11 @@ impl Manager {
             Ok(()) => self.start_locked(&slot, rec).await,
             Err(e) => Err(DaemonError::internal("write network config", &e)),
         };
-        let started = match started {
-            Ok(running) if self.net.addr_of(name).is_some() => self
-                .write_resolv_conf(&running)
-                .await
-                .map(|()| running),
-            other => other,
-        };
+        if let Ok(running) = &started {
+            if self.net.addr_of(name).is_some() {
+                self.write_resolv_conf(running).await;
+            }
+        }
         if started.is_err() && slot.running().is_some() {
             let _ = self.stop_locked(&slot).await;
         }

@@ -91,8 +91,15 @@ impl Manager {
     }
 
     /// Writes `/etc/resolv.conf` in a running sandbox (once at creation in `proxy` mode and on
-    /// a switch to it: the sandbox's layer keeps it across sleep).
-    pub(crate) async fn write_resolv_conf(&self, running: &Running) -> Result<(), DaemonError> {
+    /// a switch to it: the sandbox's layer keeps it across sleep). A failure (an image whose
+    /// `/etc` cannot be written) is logged, not fatal: the sandbox works, by address.
+    pub(crate) async fn write_resolv_conf(&self, running: &Running) {
+        if let Err(e) = self.try_write_resolv_conf(running).await {
+            tracing::warn!(error = ?e.0, "could not write the sandbox's /etc/resolv.conf");
+        }
+    }
+
+    async fn try_write_resolv_conf(&self, running: &Running) -> Result<(), DaemonError> {
         let body = crate::net::resolv_conf(self.net.gateway());
         let req = http::Request::put("/v1/files?path=/etc/resolv.conf&mode=644")
             .body(axum::body::Body::from(body))
@@ -105,7 +112,10 @@ impl Manager {
         if !resp.status().is_success() {
             return Err(DaemonError::new(
                 ErrorCode::SandboxUnavailable,
-                format!("the sandbox agent refused to write /etc/resolv.conf ({})", resp.status()),
+                format!(
+                    "the sandbox agent refused to write /etc/resolv.conf ({})",
+                    resp.status()
+                ),
             ));
         }
         Ok(())
@@ -176,13 +186,14 @@ impl Manager {
             NetworkMode::Proxy => {
                 self.net_attach(name, &running.started, new).await?;
                 if old.mode != NetworkMode::Proxy {
-                    self.write_resolv_conf(running).await?;
+                    self.write_resolv_conf(running).await;
                 }
             }
             NetworkMode::None => {
-                self.net.detach_live(name).await.map_err(|e| {
-                    DaemonError::internal("remove the sandbox's link", &e)
-                })?;
+                self.net
+                    .detach_live(name)
+                    .await
+                    .map_err(|e| DaemonError::internal("remove the sandbox's link", &e))?;
             }
         }
         Ok(())
@@ -232,8 +243,15 @@ pub fn validate_policy(p: &EgressPolicy) -> Result<(), DaemonError> {
             }
         }
         for (h, v) in &r.headers {
-            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(DaemonError::invalid(format!("rule {:?}: {h:?} is not a header name", r.host)));
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(DaemonError::invalid(format!(
+                    "rule {:?}: {h:?} is not a header name",
+                    r.host
+                )));
             }
             if v.secret.is_some() == v.value.is_some() {
                 return Err(DaemonError::invalid(format!(

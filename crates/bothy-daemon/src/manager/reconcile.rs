@@ -64,7 +64,9 @@ impl Manager {
     /// Finds the link of a sandbox that kept running while the daemon was away (its address
     /// is how the proxy knows it), or gives it one.
     async fn readopt_network(&self, name: &bothy_api::SandboxName, started: &Started) {
-        let Ok(cfg) = self.network_of(name) else { return };
+        let Ok(cfg) = self.network_of(name) else {
+            return;
+        };
         if cfg.mode != bothy_api::network::NetworkMode::Proxy {
             return;
         }

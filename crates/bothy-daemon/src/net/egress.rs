@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use bothy_api::egress::EgressLogEntry;
-use bothy_api::SandboxName;
 use bothy_egress::{Ca, ProxyOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -29,19 +27,5 @@ pub async fn serve(
                 tracing::error!(error = %e, "the egress proxy stopped; sandboxes in proxy mode have no way out");
             }
         }
-    }
-}
-
-/// Until the daemon's egress state (secrets, logs) is wired in: no secret exists and log
-/// entries only go to the daemon's debug log.
-pub struct NoSecrets;
-
-impl EgressSink for NoSecrets {
-    fn secret(&self, _name: &str) -> Option<String> {
-        None
-    }
-
-    fn record(&self, sandbox: &SandboxName, entry: EgressLogEntry) {
-        tracing::debug!(sandbox = %sandbox, host = %entry.host, "egress");
     }
 }

@@ -21,7 +21,9 @@ use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
-    #[error("nft (nftables) is not installed: proxy networking needs it (apt-get install nftables)")]
+    #[error(
+        "nft (nftables) is not installed: proxy networking needs it (apt-get install nftables)"
+    )]
     Missing,
     #[error("nft refused the ruleset: {0}")]
     Refused(String),

@@ -20,6 +20,7 @@ pub mod directory;
 pub mod dns;
 pub mod egress;
 pub mod firewall;
+mod link;
 pub mod netlink;
 pub mod synth;
 
@@ -33,13 +34,12 @@ use bothy_api::network::{EgressPolicy, PolicyAction};
 use bothy_api::SandboxName;
 use tokio_util::sync::CancellationToken;
 
+use link::{host_link_name, in_thread, link_addr, setup_link, SANDBOX_LINK};
+
 /// `/etc/resolv.conf` of a sandbox in `proxy` mode.
 pub fn resolv_conf(gateway: Ipv4Addr) -> String {
     format!("# written by bothy: the daemon answers DNS\nnameserver {gateway}\noptions edns0\n")
 }
-
-/// Name of the sandbox-side link.
-const SANDBOX_LINK: &str = "eth0";
 
 /// An IPv4 network `a.b.c.d/len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,9 @@ impl std::str::FromStr for Ipv4Net {
         let (a, p) = s
             .split_once('/')
             .ok_or_else(|| format!("{s:?}: expected ADDRESS/PREFIX (10.88.0.0/16)"))?;
-        let base: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let base: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
         let prefix: u8 = p
             .parse()
             .ok()
@@ -82,7 +84,10 @@ impl std::str::FromStr for Ipv4Net {
             .ok_or_else(|| format!("prefix {p:?} must be between 8 and 30"))?;
         let mask = u32::MAX << (32 - prefix as u32);
         if u32::from(base) & !mask != 0 {
-            return Err(format!("{s}: host bits set (did you mean {}/{prefix}?)", Ipv4Addr::from(u32::from(base) & mask)));
+            return Err(format!(
+                "{s}: host bits set (did you mean {}/{prefix}?)",
+                Ipv4Addr::from(u32::from(base) & mask)
+            ));
         }
         Ok(Self { base, prefix })
     }
@@ -150,7 +155,10 @@ pub struct Attached {
 
 impl Attached {
     pub fn policy(&self) -> Arc<EgressPolicy> {
-        self.policy.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -200,8 +208,16 @@ impl Network {
                 let r = firewall::Rules {
                     table,
                     group,
-                    proxy_port: l.proxy.local_addr().map_err(|e| NetError::io("read proxy port", e))?.port(),
-                    dns_port: l.dns_udp.local_addr().map_err(|e| NetError::io("read dns port", e))?.port(),
+                    proxy_port: l
+                        .proxy
+                        .local_addr()
+                        .map_err(|e| NetError::io("read proxy port", e))?
+                        .port(),
+                    dns_port: l
+                        .dns_udp
+                        .local_addr()
+                        .map_err(|e| NetError::io("read dns port", e))?
+                        .port(),
                 };
                 match r.load() {
                     Ok(()) => {
@@ -228,7 +244,11 @@ impl Network {
     }
 
     /// Serves DNS on the stub's sockets until `stop`.
-    pub fn serve_dns(self: &Arc<Self>, l: (tokio::net::UdpSocket, tokio::net::TcpListener), stop: CancellationToken) {
+    pub fn serve_dns(
+        self: &Arc<Self>,
+        l: (tokio::net::UdpSocket, tokio::net::TcpListener),
+        stop: CancellationToken,
+    ) {
         tokio::spawn(dns::serve_udp(l.0, self.clone(), stop.clone()));
         tokio::spawn(dns::serve_tcp(l.1, self.clone(), stop));
     }
@@ -306,7 +326,12 @@ impl Network {
 
     /// After a daemon restart: finds the address of a running sandbox's link and records it.
     /// Returns `false` if the sandbox has no link (the caller then attaches one).
-    pub async fn adopt(&self, name: &SandboxName, netns: OwnedFd, policy: Arc<EgressPolicy>) -> bool {
+    pub async fn adopt(
+        &self,
+        name: &SandboxName,
+        netns: OwnedFd,
+        policy: Arc<EgressPolicy>,
+    ) -> bool {
         let Ok(addr) = in_thread(move || {
             rustix::thread::move_into_link_name_space(
                 netns.as_fd(),
@@ -491,8 +516,14 @@ pub fn denied(policy: &EgressPolicy, host: &str) -> bool {
         return true;
     }
     policy.default == PolicyAction::Deny
-        && !policy.allow.iter().any(|g| glob_matches(strip_port(g), host))
-        && !policy.rules.iter().any(|r| glob_matches(strip_port(&r.host), host))
+        && !policy
+            .allow
+            .iter()
+            .any(|g| glob_matches(strip_port(g), host))
+        && !policy
+            .rules
+            .iter()
+            .any(|r| glob_matches(strip_port(&r.host), host))
 }
 
 fn strip_port(entry: &str) -> &str {
@@ -530,91 +561,6 @@ pub fn glob_matches(glob: &str, host: &str) -> bool {
         gi += 1;
     }
     gi == g.len()
-}
-
-/// `bx` + the address in hex: unique per address on the machine, so the kernel refuses a
-/// second link for an address in use (also by another daemon).
-fn host_link_name(addr: Ipv4Addr) -> String {
-    format!("bx{:08x}", u32::from(addr))
-}
-
-/// Runs `f` on a fresh thread that exits afterwards (it may enter a sandbox's namespace: such
-/// a thread must never go back to a pool).
-async fn in_thread<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("bothy-netns".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })?;
-    rx.await.map_err(std::io::Error::other)?
-}
-
-/// Creates the pair and configures both ends. Runs on a throw-away thread (it enters the
-/// sandbox's namespace half-way).
-fn setup_link(netns: OwnedFd, addr: Ipv4Addr, gateway: Ipv4Addr, group: u32) -> std::io::Result<()> {
-    let host_name = host_link_name(addr);
-    let step = |what: &'static str| {
-        move |e: std::io::Error| {
-            tracing::debug!(link = %host_link_name(addr), error = %e, "link setup: {what} failed");
-            e
-        }
-    };
-    let mut host = netlink::Netlink::open().map_err(step("open netlink"))?;
-    host.add_veth(&host_name, group, SANDBOX_LINK, &netns)
-        .map_err(step("create the veth pair"))?;
-    let idx = netlink::link_index(&host_name).map_err(step("find the host link"))?;
-    let configured = (|| {
-        host.add_addr_ptp(idx, gateway, addr)
-            .map_err(step("address the host link"))?;
-        host.set_up(idx).map_err(step("bring the host link up"))?;
-        rustix::thread::move_into_link_name_space(
-            netns.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .map_err(std::io::Error::from)
-        .map_err(step("enter the sandbox's namespace"))?;
-        let mut ns = netlink::Netlink::open().map_err(step("open netlink in the sandbox"))?;
-        let eth = netlink::link_index(SANDBOX_LINK).map_err(step("find eth0"))?;
-        ns.add_addr_ptp(eth, addr, gateway)
-            .map_err(step("address eth0"))?;
-        ns.set_up(eth).map_err(step("bring eth0 up"))?;
-        ns.add_default_route(eth, gateway)
-            .map_err(step("add the default route"))
-    })();
-    if let Err(e) = configured {
-        // `host` was opened before the thread left the host's namespace: it still talks to it.
-        let _ = host.del_link(idx);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// The IPv4 address of link `name` in the calling thread's namespace.
-fn link_addr(name: &str) -> std::io::Result<Ipv4Addr> {
-    use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
-    let sock = socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    for (d, c) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = c as libc::c_char;
-    }
-    use std::os::fd::AsRawFd;
-    // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_addr inside `req`, which lives across
-    // the call; the fd is a valid socket.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFADDR, &mut req) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: after a successful SIOCGIFADDR the union holds a sockaddr_in.
-    let sin: libc::sockaddr_in =
-        unsafe { std::ptr::read_unaligned(&req.ifr_ifru.ifru_addr as *const _ as *const libc::sockaddr_in) };
-    Ok(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
 }
 
 /// Binds the proxy listener and the DNS stub's sockets on the gateway address. The address
@@ -671,7 +617,12 @@ fn bind_listeners(gateway: Ipv4Addr) -> Result<Listeners, NetError> {
 
 impl Listeners {
     /// Splits off the DNS sockets (for [`Network::serve_dns`]).
-    pub fn into_parts(self) -> (tokio::net::TcpListener, (tokio::net::UdpSocket, tokio::net::TcpListener)) {
+    pub fn into_parts(
+        self,
+    ) -> (
+        tokio::net::TcpListener,
+        (tokio::net::UdpSocket, tokio::net::TcpListener),
+    ) {
         (self.proxy, (self.dns_udp, self.dns_tcp))
     }
 }
@@ -723,26 +674,90 @@ mod tests {
         assert_eq!(host_link_name(Ipv4Addr::new(10, 88, 0, 2)), "bx0a580002");
     }
 
+    fn test_net(pool: &str) -> Network {
+        Network {
+            opts: NetOptions {
+                pool: pool.parse().unwrap(),
+                ..NetOptions::default()
+            },
+            gateway: Ipv4Addr::new(10, 88, 0, 1),
+            group: 1,
+            unavailable: None,
+            rules: None,
+            links: Mutex::new(Links {
+                cursor: 2,
+                ..Links::default()
+            }),
+            synth: synth::Synth::new("198.18.0.0/15".parse().unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_answers_per_policy_without_lookups() {
+        use dns::Answer;
+        let net = test_net("10.88.0.0/16");
+        let policy = EgressPolicy {
+            deny: vec!["*.evil.test".into()],
+            rules: vec![HostRule {
+                host: "api.example.test".into(),
+                headers: Default::default(),
+                upstream: Some("http://127.0.0.1:1".into()),
+            }],
+            ..Default::default()
+        };
+        let name: SandboxName = "s".parse().unwrap();
+        let addr = net.reserve(&name, Arc::new(policy)).unwrap();
+        let peer = IpAddr::V4(addr);
+        // Routed: synthetic, and mapped back.
+        let Answer::Records(r) = net.resolve(peer, "api.example.test", dns::TYPE_A).await else {
+            panic!("no records")
+        };
+        assert!(net.synth.contains(r[0]));
+        assert_eq!(
+            net.host_for(IpAddr::V4(r[0])).as_deref(),
+            Some("api.example.test")
+        );
+        // Denied: answered too (the proxy explains).
+        assert!(matches!(
+            net.resolve(peer, "x.evil.test", dns::TYPE_A).await,
+            Answer::Records(v) if v.len() == 1
+        ));
+        // AAAA: no records; single labels and PTR: NXDOMAIN; strangers: REFUSED.
+        assert_eq!(
+            net.resolve(peer, "api.example.test", dns::TYPE_AAAA).await,
+            Answer::Records(vec![])
+        );
+        assert_eq!(
+            net.resolve(peer, "nosuchlabel", dns::TYPE_A).await,
+            Answer::Rcode(dns::RCODE_NXDOMAIN)
+        );
+        assert_eq!(
+            net.resolve(peer, "1.0.88.10.in-addr.arpa", dns::TYPE_PTR)
+                .await,
+            Answer::Rcode(dns::RCODE_NXDOMAIN)
+        );
+        assert_eq!(
+            net.resolve(
+                "10.88.9.9".parse().unwrap(),
+                "api.example.test",
+                dns::TYPE_A
+            )
+            .await,
+            Answer::Rcode(dns::RCODE_REFUSED)
+        );
+        // A policy change applies to the next query.
+        net.set_policy(&name, Arc::new(EgressPolicy::default()));
+        assert_eq!(
+            net.resolve(peer, "nosuchlabel2", dns::TYPE_A).await,
+            Answer::Rcode(dns::RCODE_NXDOMAIN)
+        );
+        assert!(net.is_internal(IpAddr::V4(addr)));
+        assert!(!net.is_internal("1.1.1.1".parse().unwrap()));
+    }
+
     #[test]
     fn pool_allocation_goes_round() {
-        let (net, _) = (
-            Network {
-                opts: NetOptions {
-                    pool: "10.88.0.0/29".parse().unwrap(),
-                    ..NetOptions::default()
-                },
-                gateway: Ipv4Addr::new(10, 88, 0, 1),
-                group: 1,
-                unavailable: None,
-                rules: None,
-                links: Mutex::new(Links {
-                    cursor: 2,
-                    ..Links::default()
-                }),
-                synth: synth::Synth::new("198.18.0.0/15".parse().unwrap()),
-            },
-            (),
-        );
+        let net = test_net("10.88.0.0/29");
         let p = Arc::new(EgressPolicy::default());
         let names: Vec<SandboxName> = ["a", "b", "c", "d", "e", "f"]
             .iter()
@@ -755,7 +770,10 @@ mod tests {
             .collect();
         assert_eq!(got[0], Ipv4Addr::new(10, 88, 0, 2));
         assert_eq!(got[4], Ipv4Addr::new(10, 88, 0, 6));
-        assert!(matches!(net.reserve(&names[5], p.clone()), Err(NetError::PoolExhausted(_))));
+        assert!(matches!(
+            net.reserve(&names[5], p.clone()),
+            Err(NetError::PoolExhausted(_))
+        ));
         net.detach_record(&names[1]);
         assert_eq!(net.reserve(&names[5], p.clone()).unwrap(), got[1]);
         assert_eq!(net.lookup(IpAddr::V4(got[1])).unwrap().name, names[5]);

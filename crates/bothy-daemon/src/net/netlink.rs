@@ -85,7 +85,10 @@ impl Netlink {
         let peer = m.nest(VETH_INFO_PEER);
         m.ifinfomsg(0, 0);
         m.attr_str(IFLA_IFNAME, peer_name);
-        m.attr(IFLA_NET_NS_FD, &(netns.as_fd().as_raw_fd() as u32).to_ne_bytes());
+        m.attr(
+            IFLA_NET_NS_FD,
+            &(netns.as_fd().as_raw_fd() as u32).to_ne_bytes(),
+        );
         m.end(peer);
         m.end(data);
         m.end(info);
@@ -111,7 +114,8 @@ impl Netlink {
     pub fn add_addr_ptp(&mut self, index: u32, local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
         // struct ifaddrmsg { family, prefixlen, flags, scope, index }
-        m.buf.extend_from_slice(&[AF_INET, 32, 0, RT_SCOPE_UNIVERSE]);
+        m.buf
+            .extend_from_slice(&[AF_INET, 32, 0, RT_SCOPE_UNIVERSE]);
         m.buf.extend_from_slice(&index.to_ne_bytes());
         m.attr(IFA_LOCAL, &local.octets());
         m.attr(IFA_ADDRESS, &peer.octets());
@@ -239,7 +243,8 @@ impl Msg {
     fn nest(&mut self, ty: u16) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
@@ -249,7 +254,7 @@ impl Msg {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -275,11 +280,14 @@ mod tests {
         m.end(n);
         m.finish(7);
         assert_eq!(m.buf.len(), 16 + 16 + 12 + 4 + 12);
-        assert_eq!(u32::from_ne_bytes(m.buf[0..4].try_into().unwrap()) as usize, m.buf.len());
+        assert_eq!(
+            u32::from_ne_bytes(m.buf[0..4].try_into().unwrap()) as usize,
+            m.buf.len()
+        );
         assert_eq!(u32::from_ne_bytes(m.buf[8..12].try_into().unwrap()), 7);
         // The nest's length covers its header and its child.
         assert_eq!(u16::from_ne_bytes(m.buf[44..46].try_into().unwrap()), 16);
-        assert_eq!(m.buf.len() % 4, 0);
+        assert!(m.buf.len().is_multiple_of(4));
     }
 }
 

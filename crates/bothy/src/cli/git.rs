@@ -16,7 +16,10 @@ pub enum Command {
 #[derive(clap::Args)]
 pub struct CloneArgs {
     name: String,
-    url: String,
+    /// Repository URL (`https://…`, `http://…`, `ssh://…`, `git://…`, `user@host:path`).
+    /// (Not named `url`: that is the global daemon address.)
+    #[arg(value_name = "URL")]
+    repo: String,
     /// Target directory in the sandbox (relative = under /workspace; default: the repository's
     /// name).
     dir: Option<String>,
@@ -35,7 +38,7 @@ struct Progress {
 pub async fn run(c: &Client, cmd: Command) -> anyhow::Result<i32> {
     let Command::Clone(a) = cmd;
     let req = CheckoutRequest {
-        url: a.url,
+        url: a.repo,
         branch: a.branch,
         depth: a.depth,
         dir: a.dir,
