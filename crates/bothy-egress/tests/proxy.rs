@@ -354,7 +354,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hello db");
     drop(s);
-    bothy_testkit_wait(&dir, 1).await;
+    wait_for_log(&dir, 1).await;
 
     // Same port, a host the policy does not name (default allow covers 80/443 only): closed.
     dir.hosts
@@ -368,7 +368,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
         .await
         .expect("a refused connection is closed, not left hanging");
     assert!(matches!(n, Ok(0) | Err(_)));
-    bothy_testkit_wait(&dir, 2).await;
+    wait_for_log(&dir, 2).await;
     let log = dir.log();
     assert_eq!(log[0].scheme, "tcp");
     assert_eq!(log[0].decision, EgressDecision::Allowed);
@@ -378,7 +378,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
 }
 
 /// Waits until the directory holds `n` log entries (they are recorded when connections end).
-async fn bothy_testkit_wait(dir: &TestDir, n: usize) {
+async fn wait_for_log(dir: &TestDir, n: usize) {
     for _ in 0..200 {
         if dir.log().len() >= n {
             return;
