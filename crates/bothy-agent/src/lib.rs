@@ -8,6 +8,7 @@
 //!
 //! Each feature is one module that owns its routes and its state, merged in [`server::router`].
 
+pub mod archive;
 pub mod env;
 pub mod error;
 pub mod exec;

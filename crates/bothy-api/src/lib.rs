@@ -5,6 +5,8 @@
 //! (daemon, agent, client, CLI, tests) can depend on it cheaply.
 
 pub mod agent;
+pub mod archive;
+pub mod backup;
 pub mod command;
 pub mod data;
 pub mod egress;
@@ -20,6 +22,7 @@ pub mod preview;
 pub mod process;
 pub mod sandbox;
 pub mod session;
+pub mod snapshot;
 pub mod terminal;
 pub mod time;
 pub mod watch;

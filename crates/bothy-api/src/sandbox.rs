@@ -26,6 +26,10 @@ pub struct CreateSandbox {
     /// Never put the sandbox to sleep for idleness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
+    /// Create the sandbox as a fork of this snapshot (id or name): its lower layers are the
+    /// snapshot's, its own layer starts empty. Refused with 409 if the sandbox exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
     /// Network mode and egress policy (default for a new sandbox: `proxy`, every host
     /// allowed). Replaces the stored one if given (like `PUT .../network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

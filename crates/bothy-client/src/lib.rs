@@ -5,6 +5,7 @@
 //! Generic calls ([`Client::json`], [`Client::send`], [`Client::sse`], [`Client::websocket`]) plus
 //! typed helpers per area ([`sandboxes`]).
 
+pub mod backups;
 mod conn;
 pub mod egress;
 mod error;

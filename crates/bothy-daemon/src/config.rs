@@ -28,6 +28,13 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// Snapshot layer chains longer than this are flattened into one layer.
+    pub max_layer_depth: usize,
+    /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
+    /// (see `bothy_blob::StoreLocation`); default `$DATA/blobs`.
+    pub backup_store: Option<String>,
+    /// How often expired backups are swept.
+    pub backup_gc: Duration,
     /// PEM files of CAs the egress proxy trusts for upstream TLS besides the system's roots.
     pub egress_extra_ca: Vec<PathBuf>,
     /// Sandbox addresses in `proxy` mode (the first one is every sandbox's gateway).
@@ -49,6 +56,9 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
+            backup_store: None,
+            backup_gc: Duration::from_secs(60),
             egress_extra_ca: Vec::new(),
             net_pool: crate::net::NetOptions::default().pool,
             net_synthetic: crate::net::NetOptions::default().synthetic,

@@ -105,33 +105,77 @@ impl Images {
         Ok(info(rec))
     }
 
-    /// The overlays of a sandbox of `image`, in mount order.
-    pub fn overlays(&self, image: &ImageRecord, dirs: &SandboxDirs) -> Vec<OverlaySpec> {
-        let root = |lowers: Vec<Lower>| OverlaySpec {
-            target: "/".into(),
-            lowers,
-            upper: dirs.upper("/"),
-            work: dirs.work("/"),
+    /// Mount targets of the overlays of a sandbox of `image`, in mount order (`/` first).
+    pub fn mount_targets(&self, image: &ImageRecord) -> Vec<String> {
+        let mut out = vec!["/".to_string()];
+        if image.kind == "host" {
+            let host = self.host.read().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                host.host_dirs
+                    .iter()
+                    .map(|d| d.to_string_lossy().to_string()),
+            );
+        }
+        out
+    }
+
+    /// The overlays of a sandbox of `image` whose own snapshot layers are `chain` (lowest
+    /// first), in mount order. A snapshot layer holds one directory per mount
+    /// ([`bothy_store::layout::mount_key`]); a mount it has no changes for is skipped. A layer
+    /// that is not on disk (evicted, or lost) is an error, never silently left out.
+    pub fn overlays(
+        &self,
+        image: &ImageRecord,
+        chain: &[String],
+        dirs: &SandboxDirs,
+    ) -> Result<Vec<OverlaySpec>, DaemonError> {
+        for id in chain {
+            if !self.layout.layer(id).is_dir() {
+                return Err(DaemonError::new(
+                    ErrorCode::SandboxUnavailable,
+                    format!("layer {id} of this sandbox is not on disk"),
+                ));
+            }
+        }
+        let snapshot_lowers = |target: &str| -> Vec<Lower> {
+            let key = bothy_store::layout::mount_key(target);
+            chain
+                .iter()
+                .rev()
+                .map(|id| self.layout.layer(id).join(&key))
+                .filter(|p| p.is_dir())
+                .map(|path| Lower { path, idmap: false })
+                .collect()
+        };
+        let overlay = |target: String, image_lowers: Vec<Lower>| {
+            let mut lowers = snapshot_lowers(&target);
+            lowers.extend(image_lowers);
+            OverlaySpec {
+                upper: dirs.upper(&target),
+                work: dirs.work(&target),
+                lowers,
+                target,
+            }
         };
         if image.kind == "host" {
             let host = self.host.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut out = vec![root(vec![Lower {
-                path: self.layout.layer(&host.skeleton_layer),
-                idmap: true,
-            }])];
+            let mut out = vec![overlay(
+                "/".into(),
+                vec![Lower {
+                    path: self.layout.layer(&host.skeleton_layer),
+                    idmap: true,
+                }],
+            )];
             for d in &host.host_dirs {
-                let target = d.to_string_lossy().to_string();
-                out.push(OverlaySpec {
-                    lowers: vec![Lower {
+                out.push(overlay(
+                    d.to_string_lossy().to_string(),
+                    vec![Lower {
                         path: d.clone(),
                         idmap: true,
                     }],
-                    upper: dirs.upper(&target),
-                    work: dirs.work(&target),
-                    target,
-                });
+                ));
             }
-            out
+            Ok(out)
         } else {
             // Stored lowest first; overlayfs wants the top-most first.
             let lowers = image
@@ -143,7 +187,7 @@ impl Images {
                     idmap: true,
                 })
                 .collect();
-            vec![root(lowers)]
+            Ok(vec![overlay("/".into(), lowers)])
         }
     }
 }

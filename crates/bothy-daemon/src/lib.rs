@@ -12,6 +12,7 @@
 
 pub mod agent_conn;
 pub mod api;
+pub mod backups;
 pub mod auth;
 pub mod config;
 pub mod egress;
@@ -23,6 +24,7 @@ pub mod netns;
 pub mod preview;
 pub mod proxy;
 pub mod serve;
+pub mod snapshots;
 pub mod ui;
 
 pub use config::DaemonConfig;

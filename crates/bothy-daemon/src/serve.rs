@@ -87,6 +87,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.limits,
         net.clone(),
     );
+    manager.set_max_layer_depth(cfg.max_layer_depth);
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();
@@ -105,9 +106,18 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         ));
     }
     let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
+    let backup_store = match &cfg.backup_store {
+        Some(s) => s.clone(),
+        None => cfg.data_dir.join("blobs").display().to_string(),
+    };
+    let backup_store = bothy_blob::open_store(&backup_store)
+        .map_err(|e| StartupError::new("open the backup store", e))?;
+    let backups = crate::backups::Backups::new(manager.clone(), backup_store);
+    backups.spawn_gc_loop(cfg.backup_gc, stop.clone());
     let app = api::router(AppState {
         manager: manager.clone(),
         previews: previews.clone(),
+        backups,
         egress: egress.clone(),
     });
 

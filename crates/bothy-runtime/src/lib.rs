@@ -148,4 +148,21 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes what the runtime keeps for a sandbox that is not running (its cgroups).
     fn cleanup(&self, name: &SandboxName) -> Result<(), RuntimeError>;
+
+    /// Freezes every process of a running sandbox (no CPU; memory and state kept) and returns
+    /// once they are all frozen, so its files can be read consistently from the host. On
+    /// failure the sandbox is left thawed.
+    fn freeze(&self, name: &SandboxName) -> Result<(), RuntimeError> {
+        let _ = name;
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime cannot freeze sandboxes",
+            self.name()
+        )))
+    }
+
+    /// Thaws a frozen sandbox (a no-op for one that is not frozen).
+    fn thaw(&self, name: &SandboxName) -> Result<(), RuntimeError> {
+        let _ = name;
+        Ok(())
+    }
 }

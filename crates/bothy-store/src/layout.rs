@@ -114,7 +114,7 @@ impl SandboxDirs {
 }
 
 /// Directory name for the overlay mounted at `target`.
-fn mount_key(target: &str) -> String {
+pub fn mount_key(target: &str) -> String {
     let t = target.trim_matches('/');
     if t.is_empty() {
         "root".to_string()

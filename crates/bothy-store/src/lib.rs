@@ -1,12 +1,14 @@
 //! Persistent state of the daemon.
 //!
 //! This crate owns what survives a restart: metadata in SQLite ([`meta`]), the layout of the
-//! data directory ([`layout`]), and images as read-only layers on disk ([`images`]). It does not
+//! data directory ([`layout`]), images as read-only layers on disk ([`images`]), and exact copies
+//! and merges of overlay layers for snapshots ([`tree`]). It does not
 //! start processes or mount anything (that is `bothy-runtime`).
 
 pub mod images;
 pub mod layout;
 pub mod meta;
+pub mod tree;
 pub mod secrets;
 
 pub use layout::Layout;

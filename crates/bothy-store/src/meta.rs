@@ -13,12 +13,18 @@ use bothy_api::sandbox::SandboxState;
 use bothy_api::SandboxName;
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod backups;
+pub use backups::BackupRecord;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("corrupt record for {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A unique name (of a snapshot) is taken.
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -41,6 +47,38 @@ pub struct SandboxRecord {
     pub created_at_ms: i64,
     pub last_activity_ms: i64,
     pub runtime: Option<RuntimeRef>,
+    /// Snapshot layers under the sandbox's own upper and above its image's layers, lowest
+    /// first (empty for a sandbox that was never snapshotted while asleep, forked or restored).
+    pub layers: Vec<String>,
+    /// The snapshot the sandbox's state descends from (its last snapshot, or the one it was
+    /// forked or restored from).
+    pub parent_snapshot: Option<String>,
+}
+
+/// A layer made by a snapshot (or imported from a blob store): garbage-collected once no
+/// sandbox and no snapshot lists it. Image layers are not recorded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRecord {
+    pub id: String,
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: String,
+    /// Optional unique name.
+    pub name: Option<String>,
+    /// The sandbox it was taken of (which may since have been deleted).
+    pub sandbox: String,
+    /// The image under its layers.
+    pub image: String,
+    pub parent: Option<String>,
+    /// Its layers above the image's, lowest first (the last one is its own).
+    pub layers: Vec<String>,
+    /// Bytes of its own (top) layer.
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +115,35 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Returns whether the port was exposed.
     fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool>;
 
+    /// Records a layer made by a snapshot or an import (idempotent).
+    fn put_layer(&self, rec: &LayerRecord) -> Result<()>;
+    fn list_layers(&self) -> Result<Vec<LayerRecord>>;
+    fn delete_layer(&self, id: &str) -> Result<()>;
+
+    /// Records a snapshot, its new layers and (optionally) the updated record of its sandbox
+    /// in one transaction: all or nothing. [`MetaError::NameTaken`] if the name is taken.
+    fn commit_snapshot(
+        &self,
+        layers: &[LayerRecord],
+        snap: &SnapshotRecord,
+        sandbox: Option<&SandboxRecord>,
+    ) -> Result<()>;
+    /// By id, or else by name.
+    fn get_snapshot(&self, id_or_name: &str) -> Result<Option<SnapshotRecord>>;
+    /// Oldest first.
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>>;
+    /// Returns whether it existed.
+    fn delete_snapshot(&self, id: &str) -> Result<bool>;
+
+    /// Records a directory backup (its archive is already in the blob store).
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()>;
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>>;
+    /// Oldest first, expired ones included (callers filter by `expires_at_ms`).
+    fn list_backups(&self) -> Result<Vec<BackupRecord>>;
+    /// Notes that an expired backup's objects are gone (its record stays a while).
+    fn mark_backup_swept(&self, id: &str) -> Result<()>;
+    /// Returns whether it existed.
+    fn delete_backup(&self, id: &str) -> Result<bool>;
     /// A sandbox's network mode and egress policy; `None` for a sandbox created before
     /// networking existed (it keeps loopback only). Deleting the sandbox deletes it.
     fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>>;
@@ -123,6 +190,42 @@ const MIGRATIONS: &[&str] = &[
         token TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (sandbox, port)
+    );
+"#,
+    r#"
+    ALTER TABLE sandboxes ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE sandboxes ADD COLUMN parent_snapshot TEXT;
+    CREATE TABLE layers (
+        id TEXT PRIMARY KEY,
+        size_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        name TEXT UNIQUE,
+        sandbox TEXT NOT NULL,
+        image TEXT NOT NULL,
+        parent TEXT,
+        layers TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+"#,
+    // Directory backups. `IF NOT EXISTS`: this migration may be reordered with others when
+    // branches merge.
+    r#"
+    CREATE TABLE IF NOT EXISTS backups (
+        id TEXT PRIMARY KEY,
+        sandbox TEXT NOT NULL,
+        path TEXT NOT NULL,
+        exclude TEXT NOT NULL DEFAULT '[]',
+        gitignore INTEGER NOT NULL DEFAULT 0,
+        blob_key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        swept INTEGER NOT NULL DEFAULT 0
     );
 "#,
     // Secrets for the egress proxy (`crate::secrets`). The database file is mode 0600.
@@ -200,7 +303,7 @@ fn restrict_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
-const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time";
+const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot";
 
 fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxRecord>> {
     let name: String = row.get(0)?;
@@ -208,6 +311,7 @@ fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxR
     let env: String = row.get(3)?;
     let pid: Option<i32> = row.get(8)?;
     let start_time: Option<i64> = row.get(9)?;
+    let layers: String = row.get(10)?;
     let corrupt = |detail: String| MetaError::Corrupt {
         what: format!("sandbox {name:?}"),
         detail,
@@ -229,6 +333,8 @@ fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxR
                 }),
                 _ => None,
             },
+            layers: serde_json::from_str(&layers).map_err(|e| corrupt(e.to_string()))?,
+            parent_snapshot: row.get(11)?,
         })
     })();
     Ok(parsed)
@@ -262,7 +368,7 @@ impl MetaStore for SqliteStore {
         let conn = self.conn();
         let n = conn.execute(
             &format!(
-                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
             ),
             params![
                 r.name.as_str(),
@@ -275,30 +381,15 @@ impl MetaStore for SqliteStore {
                 r.last_activity_ms,
                 r.runtime.map(|x| x.pid),
                 r.runtime.map(|x| x.start_time as i64),
+                serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
+                r.parent_snapshot,
             ],
         )?;
         Ok(n == 1)
     }
 
     fn update_sandbox(&self, r: &SandboxRecord) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE sandboxes SET image=?2, state=?3, env=?4, sleep_after_secs=?5, keep_alive=?6, \
-             created_at_ms=?7, last_activity_ms=?8, pid=?9, start_time=?10 WHERE name=?1",
-            params![
-                r.name.as_str(),
-                r.image,
-                r.state.as_str(),
-                serde_json::to_string(&r.env).unwrap_or_else(|_| "{}".into()),
-                r.sleep_after_secs as i64,
-                r.keep_alive,
-                r.created_at_ms,
-                r.last_activity_ms,
-                r.runtime.map(|x| x.pid),
-                r.runtime.map(|x| x.start_time as i64),
-            ],
-        )?;
-        Ok(())
+        update_sandbox(&self.conn(), r)
     }
 
     fn set_last_activity(&self, name: &SandboxName, at_ms: i64) -> Result<()> {
@@ -422,6 +513,181 @@ impl MetaStore for SqliteStore {
         )?;
         Ok(())
     }
+
+    fn put_layer(&self, rec: &LayerRecord) -> Result<()> {
+        put_layer(&self.conn(), rec)
+    }
+
+    fn list_layers(&self) -> Result<Vec<LayerRecord>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare_cached("SELECT id, size_bytes, created_at_ms FROM layers ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok(LayerRecord {
+                id: r.get(0)?,
+                size_bytes: r.get::<_, i64>(1)? as u64,
+                created_at_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn delete_layer(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM layers WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn commit_snapshot(
+        &self,
+        layers: &[LayerRecord],
+        snap: &SnapshotRecord,
+        sandbox: Option<&SandboxRecord>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for l in layers {
+            put_layer(&tx, l)?;
+        }
+        let r = tx.execute(
+            &format!("INSERT INTO snapshots ({SNAPSHOT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
+            params![
+                snap.id,
+                snap.name,
+                snap.sandbox,
+                snap.image,
+                snap.parent,
+                serde_json::to_string(&snap.layers).unwrap_or_else(|_| "[]".into()),
+                snap.size_bytes as i64,
+                snap.created_at_ms,
+            ],
+        );
+        match r {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(MetaError::NameTaken(
+                    snap.name.clone().unwrap_or_else(|| snap.id.clone()),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(s) = sandbox {
+            update_sandbox(&tx, s)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_snapshot(&self, id_or_name: &str) -> Result<Option<SnapshotRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {SNAPSHOT_COLS} FROM snapshots WHERE id = ?1 \
+             UNION ALL SELECT {SNAPSHOT_COLS} FROM snapshots WHERE name = ?1 LIMIT 1"
+        ))?;
+        st.query_row([id_or_name], snapshot_from_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY created_at_ms, id"
+        ))?;
+        let rows = st.query_map([], snapshot_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    fn delete_snapshot(&self, id: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        Ok(n == 1)
+    }
+
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()> {
+        backups::put(&self.conn(), rec)
+    }
+
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>> {
+        backups::get(&self.conn(), id)
+    }
+
+    fn list_backups(&self) -> Result<Vec<BackupRecord>> {
+        backups::list(&self.conn())
+    }
+
+    fn mark_backup_swept(&self, id: &str) -> Result<()> {
+        backups::mark_swept(&self.conn(), id)
+    }
+
+    fn delete_backup(&self, id: &str) -> Result<bool> {
+        backups::delete(&self.conn(), id)
+    }
+}
+
+fn update_sandbox(conn: &Connection, r: &SandboxRecord) -> Result<()> {
+    conn.execute(
+        "UPDATE sandboxes SET image=?2, state=?3, env=?4, sleep_after_secs=?5, keep_alive=?6, \
+         created_at_ms=?7, last_activity_ms=?8, pid=?9, start_time=?10, layers=?11, \
+         parent_snapshot=?12 WHERE name=?1",
+        params![
+            r.name.as_str(),
+            r.image,
+            r.state.as_str(),
+            serde_json::to_string(&r.env).unwrap_or_else(|_| "{}".into()),
+            r.sleep_after_secs as i64,
+            r.keep_alive,
+            r.created_at_ms,
+            r.last_activity_ms,
+            r.runtime.map(|x| x.pid),
+            r.runtime.map(|x| x.start_time as i64),
+            serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
+            r.parent_snapshot,
+        ],
+    )?;
+    Ok(())
+}
+
+fn put_layer(conn: &Connection, r: &LayerRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO layers (id, size_bytes, created_at_ms) VALUES (?1,?2,?3) \
+         ON CONFLICT(id) DO NOTHING",
+        params![r.id, r.size_bytes as i64, r.created_at_ms],
+    )?;
+    Ok(())
+}
+
+const SNAPSHOT_COLS: &str = "id, name, sandbox, image, parent, layers, size_bytes, created_at_ms";
+
+fn snapshot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SnapshotRecord>> {
+    let id: String = row.get(0)?;
+    let layers: String = row.get(5)?;
+    let layers = match serde_json::from_str(&layers) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(Err(MetaError::Corrupt {
+                what: format!("snapshot {id:?}"),
+                detail: e.to_string(),
+            }))
+        }
+    };
+    Ok(Ok(SnapshotRecord {
+        id,
+        name: row.get(1)?,
+        sandbox: row.get(2)?,
+        image: row.get(3)?,
+        parent: row.get(4)?,
+        layers,
+        size_bytes: row.get::<_, i64>(6)? as u64,
+        created_at_ms: row.get(7)?,
+    }))
 }
 
 fn port_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PortRecord>> {
@@ -482,7 +748,62 @@ mod tests {
             created_at_ms: 1,
             last_activity_ms: 1,
             runtime: None,
+            layers: vec![],
+            parent_snapshot: None,
         }
+    }
+
+    #[test]
+    fn snapshots_commit_atomically() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let mut r = rec("src");
+        s.insert_sandbox(&r).unwrap();
+        let layer = LayerRecord {
+            id: "s-1".into(),
+            size_bytes: 3,
+            created_at_ms: 1,
+        };
+        let snap = SnapshotRecord {
+            id: "snap-1".into(),
+            name: Some("base".into()),
+            sandbox: "src".into(),
+            image: "host".into(),
+            parent: None,
+            layers: vec!["s-1".into()],
+            size_bytes: 3,
+            created_at_ms: 1,
+        };
+        r.layers = vec!["s-1".into()];
+        r.parent_snapshot = Some("snap-1".into());
+        s.commit_snapshot(std::slice::from_ref(&layer), &snap, Some(&r))
+            .unwrap();
+        assert_eq!(s.get_sandbox(&r.name).unwrap().unwrap(), r);
+        assert_eq!(s.get_snapshot("snap-1").unwrap(), Some(snap.clone()));
+        assert_eq!(s.get_snapshot("base").unwrap(), Some(snap.clone()));
+        assert_eq!(s.list_layers().unwrap(), vec![layer.clone()]);
+        // A taken name fails the whole transaction: no layer, no sandbox change.
+        let snap2 = SnapshotRecord {
+            id: "snap-2".into(),
+            layers: vec!["s-2".into()],
+            ..snap.clone()
+        };
+        let mut r2 = r.clone();
+        r2.layers = vec!["s-2".into()];
+        let l2 = LayerRecord {
+            id: "s-2".into(),
+            ..layer.clone()
+        };
+        assert!(matches!(
+            s.commit_snapshot(&[l2], &snap2, Some(&r2)),
+            Err(MetaError::NameTaken(_))
+        ));
+        assert_eq!(s.list_layers().unwrap().len(), 1);
+        assert_eq!(s.get_sandbox(&r.name).unwrap().unwrap().layers, vec!["s-1"]);
+        assert!(s.delete_snapshot("snap-1").unwrap());
+        assert!(!s.delete_snapshot("snap-1").unwrap());
+        assert_eq!(s.list_snapshots().unwrap(), vec![]);
+        s.delete_layer("s-1").unwrap();
+        assert!(s.list_layers().unwrap().is_empty());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
+mod backups;
 mod health;
 mod images;
 mod network;
 mod sandboxes;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use crate::manager::Manager;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
+    pub backups: crate::backups::Backups,
     pub egress: crate::egress::EgressState,
 }
 
@@ -44,6 +47,28 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
+        // Snapshot routes under a sandbox are matched before the data-plane wildcard.
+        .route(
+            "/v1/sandboxes/{name}/snapshots",
+            post(snapshots::create).get(snapshots::list_of_sandbox),
+        )
+        .route("/v1/sandboxes/{name}/restore", post(snapshots::restore))
+        .route("/v1/snapshots", get(snapshots::list))
+        .route(
+            "/v1/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
+        .route(
+            "/v1/sandboxes/{name}/backups",
+            post(backups::create).get(backups::list_of_sandbox),
+        )
+        .route("/v1/backups", get(backups::list))
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route("/v1/backups/{id}/restore", post(backups::restore))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).

@@ -40,6 +40,12 @@ impl Manager {
         if let Some(n) = &spec.network {
             self.check_network(n)?;
         }
+        if let Some(snap) = spec.from_snapshot.clone() {
+            return self
+                .fork_one(name, spec, &snap)
+                .await
+                .map(|info| (info, true));
+        }
         let slot = self.slot(name);
         let _lock = slot.lifecycle.lock().await;
         if let Some(mut rec) = self.load(&slot)? {
@@ -111,6 +117,8 @@ impl Manager {
             created_at_ms: now,
             last_activity_ms: now,
             runtime: None,
+            layers: Vec::new(),
+            parent_snapshot: None,
         };
         let inserted = self
             .store

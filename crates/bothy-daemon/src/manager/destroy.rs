@@ -51,6 +51,7 @@ impl Manager {
             let _ = std::fs::remove_dir_all(trash);
         });
         tracing::info!(sandbox = %name, "sandbox destroyed");
-        Ok(())
+        // Its snapshot layers may be used by nothing else now.
+        self.gc_layers().await
     }
 }

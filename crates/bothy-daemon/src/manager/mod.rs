@@ -12,9 +12,12 @@
 pub mod create;
 pub mod destroy;
 pub mod exit_watch;
+pub mod fork;
 pub mod idle;
 pub mod network;
 pub mod reconcile;
+pub mod restore;
+pub mod snapshot;
 pub mod start;
 pub mod stop;
 
@@ -44,7 +47,16 @@ pub struct Manager {
     pub(crate) limits: Limits,
     pub(crate) net: Arc<crate::net::Network>,
     slots: Mutex<HashMap<SandboxName, Arc<Slot>>>,
+    /// Serializes changes to which layers are referenced (snapshot, fork, restore, delete,
+    /// import) with their garbage collection. Taken after a slot's lifecycle lock, never
+    /// before.
+    pub(crate) layers_lock: tokio::sync::Mutex<()>,
+    /// Snapshot chains longer than this are flattened into one layer.
+    max_layer_depth: AtomicUsize,
 }
+
+/// Default of `--max-layer-depth`.
+pub const DEFAULT_MAX_LAYER_DEPTH: usize = 8;
 
 /// A live sandbox: how to reach its agent and which process is its init.
 #[derive(Clone)]
@@ -143,6 +155,8 @@ impl Manager {
             limits,
             net,
             slots: Mutex::new(HashMap::new()),
+            layers_lock: tokio::sync::Mutex::new(()),
+            max_layer_depth: AtomicUsize::new(DEFAULT_MAX_LAYER_DEPTH),
         })
     }
 
@@ -156,6 +170,30 @@ impl Manager {
 
     pub fn images(&self) -> &Images {
         &self.images
+    }
+
+    /// Sets how many snapshot layers a chain may have before it is flattened (at least 1).
+    pub fn set_max_layer_depth(&self, depth: usize) {
+        self.max_layer_depth.store(depth.max(1), Ordering::Relaxed);
+    }
+
+    pub fn max_layer_depth(&self) -> usize {
+        self.max_layer_depth.load(Ordering::Relaxed)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// Caches a record that was just written to the store (in a transaction of its own).
+    pub(crate) fn cache_record(&self, slot: &Slot, rec: SandboxRecord) {
+        let mut inner = slot.inner();
+        inner.record = Some(rec);
+        inner.loaded = true;
     }
 
     /// The slot of `name`, created empty if there is none yet.
@@ -255,6 +293,10 @@ impl Manager {
         with_disk: bool,
     ) -> Result<SandboxInfo, DaemonError> {
         let slot = self.slot(name);
+        // A transition in progress (a sleep, a wake) finishes first, so what a client reads here
+        // is never older than what it has seen happen: a stream that ended because its sandbox is
+        // being put to sleep is followed by `sleeping`, not by a stale `running`.
+        drop(slot.lifecycle.lock().await);
         let rec = match slot.record() {
             Some(r) => Some(r),
             None => self

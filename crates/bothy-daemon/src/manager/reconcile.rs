@@ -12,6 +12,14 @@ impl Manager {
     /// Re-attaches to sandboxes whose init still runs and records the others as sleeping.
     /// Sandboxes are never killed by a daemon restart.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), crate::error::StartupError> {
+        // Snapshots and restores a crash interrupted: finished or undone before anything runs.
+        {
+            let (layout, store) = (self.layout.clone(), self.store.clone());
+            tokio::task::spawn_blocking(move || crate::snapshots::recover(&layout, store.as_ref()))
+                .await
+                .map_err(|e| crate::error::StartupError::new("recover snapshots", e))?
+                .map_err(|e| crate::error::StartupError::new("recover snapshots", e))?;
+        }
         let recs = self
             .store
             .list_sandboxes()
@@ -36,6 +44,13 @@ impl Manager {
                         }),
                     );
                     slot.touch();
+                    // A daemon killed while snapshotting it may have left it frozen.
+                    let (runtime, name) = (self.runtime.clone(), rec.name.clone());
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || runtime.thaw(&name)).await
+                    {
+                        tracing::warn!(sandbox = %rec.name, error = ?e, "cannot thaw sandbox");
+                    }
                     self.watch_exit(slot.clone(), s);
                     self.readopt_network(&rec.name, &s).await;
                     tracing::info!(sandbox = %rec.name, pid = s.pid, "re-attached to running sandbox");
@@ -48,6 +63,9 @@ impl Manager {
                 }
                 _ => {}
             }
+        }
+        if let Err(e) = self.gc_layers().await {
+            tracing::warn!(error = ?e.0, "layer garbage collection failed");
         }
         // Leftovers of deletions interrupted by a crash.
         if let Ok(rd) = std::fs::read_dir(self.layout.trash()) {

@@ -24,7 +24,7 @@ impl Manager {
         let image = self.images.get(&rec.image)?;
         let network = self.network_of(&rec.name)?;
         let dirs = self.layout.sandbox(&rec.name);
-        let mut overlays = self.images.overlays(&image, &dirs);
+        let mut overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
         crate::egress::trust::add_layer(&mut overlays, &self.layout);
         let socket = dirs.agent_socket();
         let config = AgentConfig {

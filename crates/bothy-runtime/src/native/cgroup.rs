@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Limits, RuntimeError, Usage};
 
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
 
 /// The host's cgroup layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +45,8 @@ impl Layout {
         for ctrl in V1_CONTROLLERS {
             let dir = root.join(ctrl);
             if !dir.join("cgroup.procs").exists() {
-                if ctrl == "cpuacct" {
-                    continue; // only used for statistics
+                if ctrl == "cpuacct" || ctrl == "freezer" {
+                    continue; // statistics; freezing (only without a v2 cgroup.freeze)
                 }
                 return Err(RuntimeError::Unsupported(format!(
                     "no cgroup v2 and no v1 {ctrl} hierarchy under {}",
@@ -309,6 +309,56 @@ impl SandboxCgroups {
             }
         }
         Ok(())
+    }
+
+    /// Freezes (or thaws) every process of the sandbox and waits until the kernel says it is
+    /// done: v2 `cgroup.freeze` (also in the controller-less v2 of a hybrid layout), else the
+    /// v1 freezer.
+    pub fn set_frozen(&self, frozen: bool, deadline: Instant) -> Result<(), RuntimeError> {
+        let timeout = || {
+            RuntimeError::Setup(format!(
+                "the sandbox did not {} in time",
+                if frozen { "freeze" } else { "thaw" }
+            ))
+        };
+        if let Some(d) = self
+            .kill_dir
+            .as_ref()
+            .filter(|d| d.join("cgroup.freeze").exists())
+        {
+            write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            loop {
+                let ev = fs::read_to_string(d.join("cgroup.events")).map_err(|e| {
+                    RuntimeError::io(format!("read {}/cgroup.events", d.display()), e)
+                })?;
+                if ev.lines().any(|l| l.trim() == want) {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(timeout());
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let Some(d) = self.dir("freezer") else {
+            return Err(RuntimeError::Unsupported(
+                "no cgroup freezer (neither v2 cgroup.freeze nor a v1 freezer)".into(),
+            ));
+        };
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write(&d.join("freezer.state"), want)?;
+        loop {
+            let st = fs::read_to_string(d.join("freezer.state"))
+                .map_err(|e| RuntimeError::io(format!("read {}/freezer.state", d.display()), e))?;
+            if st.trim() == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     pub fn usage(&self) -> Result<Usage, RuntimeError> {

@@ -193,6 +193,10 @@ impl NativeRuntime {
     }
 }
 
+/// How long freezing or thawing a sandbox may take (a process in an uninterruptible wait, e.g.
+/// on slow I/O, delays it).
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Runtime for NativeRuntime {
     fn name(&self) -> &'static str {
         "native"
@@ -301,5 +305,20 @@ impl Runtime for NativeRuntime {
 
     fn cleanup(&self, name: &SandboxName) -> Result<(), RuntimeError> {
         self.cgroups(name).remove()
+    }
+
+    fn freeze(&self, name: &SandboxName) -> Result<(), RuntimeError> {
+        let cg = self.cgroups(name);
+        let r = cg.set_frozen(true, Instant::now() + FREEZE_TIMEOUT);
+        if r.is_err() {
+            // Never leave a sandbox half-frozen.
+            let _ = cg.set_frozen(false, Instant::now() + FREEZE_TIMEOUT);
+        }
+        r
+    }
+
+    fn thaw(&self, name: &SandboxName) -> Result<(), RuntimeError> {
+        self.cgroups(name)
+            .set_frozen(false, Instant::now() + FREEZE_TIMEOUT)
     }
 }

@@ -61,6 +61,10 @@ fn mount_overlay(
             .map(str::to_owned)
             .ok_or_else(|| InitError::msg("non-utf-8 path"))
     };
+    // Snapshots turn uppers into lowers: an upper must be self-contained, so no directory
+    // redirects and no metadata-only copy-ups (both point into lower layers).
+    sys::fsconfig_string(&fs, "redirect_dir", "off").step(what("set redirect_dir=off"))?;
+    sys::fsconfig_string(&fs, "metacopy", "off").step(what("set metacopy=off"))?;
     sys::fsconfig_string(&fs, "upperdir", &s(&o.upper)?).step(what("set upperdir"))?;
     sys::fsconfig_string(&fs, "workdir", &s(&o.work)?).step(what("set workdir"))?;
     sys::fsconfig_create(&fs).step(what("create overlay"))?;

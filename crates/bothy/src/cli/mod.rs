@@ -3,6 +3,7 @@
 //! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
 
 mod agent;
+mod backup;
 mod cp;
 mod egress;
 mod exec;
@@ -85,6 +86,11 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Back up a directory of a sandbox (`bothy backup demo /workspace --exclude node_modules`),
+    /// or list (`ls`) / delete (`rm ID`) backups.
+    Backup(backup::Args),
+    /// Restore a backup into a sandbox (replaces the directory's contents).
+    RestoreBackup(backup::RestoreArgs),
     /// Secrets the egress proxy injects into requests (never shown after being set).
     #[command(subcommand)]
     Secret(egress::SecretCommand),
@@ -168,6 +174,8 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Backup(a) => backup::run(&c, a).await,
+        Command::RestoreBackup(a) => backup::restore(&c, a).await,
         Command::Secret(a) => egress::secret(&c, a).await,
         Command::EgressLog(a) => egress::log(&c, a).await,
         Command::Net(a) => net::run(&c, a).await,

@@ -115,6 +115,7 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
         },
         sleep_after: a.sleep_after,
         keep_alive: a.keep_alive.then_some(true),
+        from_snapshot: None,
         network: a.net.map(|m| bothy_api::network::NetworkConfig {
             mode: if m == "none" {
                 bothy_api::network::NetworkMode::None

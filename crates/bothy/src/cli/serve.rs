@@ -25,6 +25,18 @@ pub struct Args {
     /// host). Default `localhost:{TCP port}`, which browsers resolve to loopback.
     #[arg(long, env = "BOTHY_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
+    /// Snapshot layer chains deeper than this are flattened into one layer when a snapshot
+    /// is taken (reads stay fast; the flattening copies the state once).
+    #[arg(long, default_value_t = bothy_daemon::manager::DEFAULT_MAX_LAYER_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    max_layer_depth: usize,
+    /// Where directory backups are stored: a directory, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL` (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Default DATA_DIR/blobs.
+    #[arg(long, env = "BOTHY_BACKUP_STORE")]
+    backup_store: Option<String>,
+    /// How often expired backups are removed, in milliseconds.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    backup_gc_ms: u64,
     /// A PEM file of CA certificates the egress proxy trusts for upstream TLS besides the
     /// system's roots (repeatable).
     #[arg(long = "egress-extra-ca", value_name = "FILE")]
@@ -46,6 +58,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.token = std::env::var("BOTHY_TOKEN").ok().filter(|t| !t.is_empty());
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
+    cfg.max_layer_depth = a.max_layer_depth;
+    cfg.backup_store = a.backup_store;
+    cfg.backup_gc = std::time::Duration::from_millis(a.backup_gc_ms.max(50));
     cfg.egress_extra_ca = a.egress_extra_ca;
     cfg.net_pool = a.net_pool;
     cfg.net_synthetic = a.net_synthetic;
