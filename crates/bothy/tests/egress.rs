@@ -729,6 +729,20 @@ async fn a_sandbox_reaches_a_routed_upstream_with_a_secret_it_never_sees() {
         !d.log().contains(&secret),
         "the daemon's log holds the secret"
     );
+
+    // A new sandbox under the same name starts with an empty log.
+    d.client.delete_sandbox("t1").await.unwrap();
+    d.client
+        .put_sandbox("t1", &CreateSandbox::default())
+        .await
+        .unwrap();
+    assert!(d
+        .client
+        .egress_log("t1", None)
+        .await
+        .unwrap()
+        .entries
+        .is_empty());
 }
 
 fn rand_u64() -> u64 {
