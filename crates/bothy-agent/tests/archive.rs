@@ -171,13 +171,24 @@ fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("<none>")
 }
 
-/// Scratch directories the agent left next to `target`.
+/// Scratch directories the agent left next to `target` (the old contents of a replaced
+/// directory are removed in the background: given 5 s).
 fn leftovers(target: &Path) -> Vec<String> {
-    std::fs::read_dir(target.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".bothy-"))
-        .collect()
+    let list = || -> Vec<String> {
+        std::fs::read_dir(target.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".bothy-"))
+            .collect()
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let l = list();
+        if l.is_empty() || std::time::Instant::now() > end {
+            return l;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 //!
 //! - target missing: the staging directory is renamed to it (atomic);
 //! - target present: its entries are moved aside into a trash directory, the staging
-//!   directory's entries are moved in, then the trash is removed. These are renames only (no
+//!   directory's entries are moved in, then the trash is removed (after the reply, in the
+//!   background). These are renames only (no
 //!   data is copied); if one fails, the ones done are undone. The directory itself (its inode)
 //!   is kept, so processes whose working directory is the target (a shell in `/workspace`)
 //!   see the restored contents, not a deleted directory.
@@ -190,7 +191,10 @@ pub fn commit(
     if let Some(meta) = root {
         meta.apply(&target.path).map_err(io_err)?;
     }
-    drop(trash);
+    // Removing the old tree can take longer than the restore itself (thousands of unlinks):
+    // it happens after the reply, on its own thread. Its name starts with a dot and says what
+    // it is, should the agent stop before it is done.
+    std::thread::spawn(move || drop(trash));
     Ok(true)
 }
 
