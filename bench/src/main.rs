@@ -9,6 +9,7 @@
 mod blob;
 mod foundation;
 mod host;
+mod net;
 mod report;
 mod snapshots;
 
@@ -34,6 +35,8 @@ struct Cli {
 enum Suite {
     /// Issue 3: start, wake, exec round trip, memory, scale.
     Foundation(foundation::Args),
+    /// Issue 9: start and wake in `proxy` network mode against mode `none`.
+    Net(net::Args),
     /// Issue 8: snapshot export/import throughput to an S3-compatible server.
     Blob(blob::Args),
     /// Issue 8: fork time against state size, snapshot time against changed bytes.
@@ -72,6 +75,7 @@ async fn main() -> Result<()> {
     let run = async {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Net(a) => net::run(&bin, cli.quick, a, &mut rep).await,
             Suite::Blob(a) => blob::run(&bin, cli.quick, a, &mut rep).await,
             Suite::Snapshots(a) => snapshots::run(&bin, cli.quick, a, &mut rep).await,
         }

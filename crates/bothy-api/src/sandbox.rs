@@ -30,6 +30,10 @@ pub struct CreateSandbox {
     /// snapshot's, its own layer starts empty. Refused with 409 if the sandbox exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<String>,
+    /// Network mode and egress policy (default for a new sandbox: `proxy`, every host
+    /// allowed). Replaces the stored one if given (like `PUT .../network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkConfig>,
     /// Push the sandbox's disk to the blob store each time it goes to sleep, so it can be
     /// evicted at once and survives the loss of this machine's copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +86,9 @@ pub struct SandboxInfo {
     /// PID of the sandbox's init (the agent) on the host, while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// Network mode, policy and address (`None` only from daemons without networking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkInfo>,
     /// Whether this request created the sandbox (only on get-or-create replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,

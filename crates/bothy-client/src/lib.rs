@@ -5,10 +5,13 @@
 //! Generic calls ([`Client::json`], [`Client::send`], [`Client::sse`], [`Client::websocket`]) plus
 //! typed helpers per area ([`sandboxes`]).
 
+pub mod backups;
 pub mod blobs;
 mod conn;
+pub mod egress;
 mod error;
 pub mod interp;
+pub mod network;
 pub mod processes;
 pub mod sandboxes;
 pub mod snapshots;

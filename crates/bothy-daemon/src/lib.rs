@@ -12,12 +12,15 @@
 
 pub mod agent_conn;
 pub mod api;
+pub mod backups;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod images;
 pub mod manager;
+pub mod net;
 pub mod netns;
 pub mod preview;
 pub mod proxy;

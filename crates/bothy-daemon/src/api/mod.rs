@@ -1,8 +1,10 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
+mod backups;
 mod blobs;
 mod health;
 mod images;
+mod network;
 mod sandboxes;
 mod snapshots;
 
@@ -22,6 +24,8 @@ use crate::manager::Manager;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
+    pub backups: crate::backups::Backups,
+    pub egress: crate::egress::EgressState,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -38,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{name}/sleep", post(sandboxes::sleep))
         .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
+        .route(
+            "/v1/sandboxes/{name}/network",
+            get(network::get).put(network::put),
+        )
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
         // Snapshot routes under a sandbox are matched before the data-plane wildcard.
@@ -52,6 +60,16 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::get).delete(snapshots::delete),
         )
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
+        .route(
+            "/v1/sandboxes/{name}/backups",
+            post(backups::create).get(backups::list_of_sandbox),
+        )
+        .route("/v1/backups", get(backups::list))
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route("/v1/backups/{id}/restore", post(backups::restore))
         .route("/v1/snapshots/{id}/export", post(blobs::export))
         .route(
             "/v1/snapshots/import",
@@ -80,6 +98,7 @@ pub fn router(state: AppState) -> Router {
     };
     control
         .merge(ports)
+        .merge(crate::egress::api::routes())
         .merge(data)
         .merge(crate::ui::routes())
         .fallback(not_found)

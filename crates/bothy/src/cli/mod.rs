@@ -3,10 +3,14 @@
 //! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
 
 mod agent;
+mod backup;
 mod blobs;
 mod cp;
+mod egress;
 mod exec;
+mod git;
 mod image;
+mod net;
 mod output;
 mod processes;
 mod run;
@@ -84,6 +88,21 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
+    /// Back up a directory of a sandbox (`bothy backup demo /workspace --exclude node_modules`),
+    /// or list (`ls`) / delete (`rm ID`) backups.
+    Backup(backup::Args),
+    /// Restore a backup into a sandbox (replaces the directory's contents).
+    RestoreBackup(backup::RestoreArgs),
+    /// Secrets the egress proxy injects into requests (never shown after being set).
+    #[command(subcommand)]
+    Secret(egress::SecretCommand),
+    /// Show a sandbox's egress log: every request and connection through the egress proxy.
+    EgressLog(egress::LogArgs),
+    /// Show a sandbox's network (`bothy net NAME`) or change it (`bothy net set NAME ...`).
+    Net(net::Args),
+    /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
+    #[command(subcommand)]
+    Git(git::Command),
     /// Export a snapshot to a blob store; prints the manifest digest to import it elsewhere.
     Export(blobs::ExportArgs),
     /// Import a snapshot from a blob store by its manifest digest; prints its id.
@@ -169,6 +188,12 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
+        Command::Backup(a) => backup::run(&c, a).await,
+        Command::RestoreBackup(a) => backup::restore(&c, a).await,
+        Command::Secret(a) => egress::secret(&c, a).await,
+        Command::EgressLog(a) => egress::log(&c, a).await,
+        Command::Net(a) => net::run(&c, a).await,
+        Command::Git(a) => git::run(&c, a).await,
         Command::Export(a) => blobs::export(&c, a).await,
         Command::Import(a) => blobs::import(&c, a).await,
         Command::Evict(a) => blobs::evict(&c, a).await,
