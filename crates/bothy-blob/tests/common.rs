@@ -60,10 +60,11 @@ pub fn build_tree(root: &Path, big_bytes: usize) {
         "trusted.overlay.redirect",
         b"/old/hosts",
     );
+    // A binary file handle, newline bytes included (real ones often hold 0x0a).
     setx(
         &root.join("abs-link"),
         "trusted.overlay.origin",
-        b"\x00\x01\x02",
+        b"\x00\xfb\n\x01\x02\n",
     );
     // Exact mtimes (nanoseconds), files and directories.
     for (p, secs, nsec) in [

@@ -31,5 +31,9 @@ pub const ZSTD_LEVEL: i32 = 3;
 
 /// PAX record prefix for extended attributes (the GNU tar / star convention).
 pub(crate) const PAX_XATTR: &str = "SCHILY.xattr.";
+/// PAX record prefix for extended attributes whose value holds a newline byte, hex-encoded:
+/// binary values such as overlayfs' `trusted.overlay.origin` file handles may contain `\n`, which
+/// PAX allows but the `tar` crate's reader splits records on.
+pub(crate) const PAX_XATTR_HEX: &str = "BOTHY.xattr.hex.";
 /// PAX record holding the exact mtime (`seconds.nanoseconds`).
 pub(crate) const PAX_MTIME: &str = "mtime";

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
-use super::{pax, DEFAULT_CHUNK_SIZE, PAX_MTIME, PAX_XATTR, ZSTD_LEVEL};
+use super::{pax, DEFAULT_CHUNK_SIZE, PAX_MTIME, PAX_XATTR, PAX_XATTR_HEX, ZSTD_LEVEL};
 use crate::digest::{ChunkRef, ChunkingWriter, Digest};
 use crate::error::{BlobError, IoContext, Result};
 
@@ -280,7 +280,14 @@ fn xattr_records(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             continue;
         }
         value.truncate(len);
-        out.push((format!("{PAX_XATTR}{name}"), value));
+        if value.contains(&b'\n') {
+            out.push((
+                format!("{PAX_XATTR_HEX}{name}"),
+                hex::encode(&value).into_bytes(),
+            ));
+        } else {
+            out.push((format!("{PAX_XATTR}{name}"), value));
+        }
     }
     out.sort();
     Ok(out)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FileType, Mode, Timespec, Timestamps};
 use tar::EntryType;
 
-use super::{PAX_MTIME, PAX_XATTR};
+use super::{PAX_MTIME, PAX_XATTR, PAX_XATTR_HEX};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{BlobError, IoContext, Result};
 
@@ -214,6 +214,10 @@ impl State<'_> {
                 let key = rec.key().map_err(|e| corrupt("pax header", e))?;
                 if let Some(name) = key.strip_prefix(PAX_XATTR) {
                     xattrs.push((name.to_string(), rec.value_bytes().to_vec()));
+                } else if let Some(name) = key.strip_prefix(PAX_XATTR_HEX) {
+                    let value =
+                        hex::decode(rec.value_bytes()).map_err(|e| corrupt("pax header", e))?;
+                    xattrs.push((name.to_string(), value));
                 } else if key == PAX_MTIME {
                     mtime = parse_mtime(rec.value_bytes())?;
                 }
