@@ -163,7 +163,7 @@ fn argv(args: &[&str]) -> ExecRequest {
 }
 
 /// Streams `echo hi` and returns when the first `stdout` event arrives (then drains the rest).
-async fn echo_first_output(c: &Client, name: &str) -> Result<Duration> {
+pub async fn echo_first_output(c: &Client, name: &str) -> Result<Duration> {
     let t0 = Instant::now();
     let mut s = c
         .exec_stream(name, &argv(&["echo", "hi"]))

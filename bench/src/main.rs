@@ -8,6 +8,7 @@
 
 mod foundation;
 mod host;
+mod net;
 mod report;
 mod snapshots;
 
@@ -35,6 +36,8 @@ enum Suite {
     Foundation(foundation::Args),
     /// Issue 8: fork time against state size, snapshot time against changed bytes.
     Snapshots(snapshots::Args),
+    /// Issue 9: start and wake in `proxy` network mode against mode `none`.
+    Net(net::Args),
 }
 
 /// Results of a run: table rows and free-form notes (errors met, limits hit).
@@ -70,6 +73,7 @@ async fn main() -> Result<()> {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
             Suite::Snapshots(a) => snapshots::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Net(a) => net::run(&bin, cli.quick, a, &mut rep).await,
         }
     };
     // On Ctrl-C the suite's future is dropped, which kills its daemon and sandboxes.

@@ -8,10 +8,12 @@
 //!
 //! Each feature is one module that owns its routes and its state, merged in [`server::router`].
 
+pub mod archive;
 pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod interp;
 pub mod persist;
 pub mod processes;

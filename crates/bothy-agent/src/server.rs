@@ -56,6 +56,8 @@ pub fn router(state: AgentState) -> Router {
         .merge(crate::watch::routes(&state))
         .merge(crate::sessions::routes(&state))
         .merge(crate::processes::routes(&state))
+        .merge(crate::archive::routes(&state))
+        .merge(crate::git::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             bothy_api::MAX_JSON_BODY,
         ))

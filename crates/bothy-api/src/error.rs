@@ -45,6 +45,14 @@ pub enum ErrorCode {
     BlobStoreUnavailable,
     /// The egress policy of the sandbox blocks this destination.
     EgressDenied,
+    /// `proxy` networking cannot be used on this host (nftables missing); `none` still works.
+    NetworkUnavailable,
+    /// A remote (git host) refused the credentials, or asked for some and none were given.
+    AuthenticationFailed,
+    /// The remote says the repository does not exist (or is not visible without credentials).
+    RepositoryNotFound,
+    /// `git` failed for another reason; the message has its last output.
+    GitFailed,
     BadGateway,
     Internal,
     #[serde(other)]
@@ -62,7 +70,10 @@ impl ErrorCode {
             PermissionDenied => 403,
             NotFound | SandboxNotFound | ImageNotFound | FileNotFound | SnapshotNotFound
             | BackupNotFound | SecretNotFound => 404,
-            EgressDenied => 403,
+            EgressDenied | AuthenticationFailed => 403,
+            RepositoryNotFound => 404,
+            GitFailed => 422,
+            NetworkUnavailable => 503,
             CorruptBlob => 422,
             BlobStoreUnavailable => 502,
             MethodNotAllowed => 405,
@@ -110,6 +121,10 @@ impl ErrorCode {
             CorruptBlob => "corrupt_blob",
             BlobStoreUnavailable => "blob_store_unavailable",
             EgressDenied => "egress_denied",
+            NetworkUnavailable => "network_unavailable",
+            AuthenticationFailed => "authentication_failed",
+            RepositoryNotFound => "repository_not_found",
+            GitFailed => "git_failed",
             BadGateway => "bad_gateway",
             Internal => "internal",
             Unknown => "unknown",

@@ -5,11 +5,15 @@
 //! (daemon, agent, client, CLI, tests) can depend on it cheaply.
 
 pub mod agent;
+pub mod archive;
+pub mod backup;
 pub mod command;
 pub mod data;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod interp;
 pub mod name;
 pub mod network;

@@ -102,6 +102,20 @@ pub struct NetworkConfig {
     pub policy: EgressPolicy,
 }
 
+/// `GET /v1/sandboxes/{name}/network`: the stored config and, while the sandbox runs in
+/// `proxy` mode, its link's addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub mode: NetworkMode,
+    pub policy: EgressPolicy,
+    /// The sandbox's address (source address of everything it sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Its gateway and DNS server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,10 @@ pub struct CreateSandbox {
     /// snapshot's, its own layer starts empty. Refused with 409 if the sandbox exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<String>,
+    /// Network mode and egress policy (default for a new sandbox: `proxy`, every host
+    /// allowed). Replaces the stored one if given (like `PUT .../network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,9 @@ pub struct SandboxInfo {
     /// PID of the sandbox's init (the agent) on the host, while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// Network mode, policy and address (`None` only from daemons without networking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkInfo>,
     /// Whether this request created the sandbox (only on get-or-create replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,

@@ -5,9 +5,12 @@
 //! Generic calls ([`Client::json`], [`Client::send`], [`Client::sse`], [`Client::websocket`]) plus
 //! typed helpers per area ([`sandboxes`]).
 
+pub mod backups;
 mod conn;
+pub mod egress;
 mod error;
 pub mod interp;
+pub mod network;
 pub mod processes;
 pub mod sandboxes;
 pub mod snapshots;

@@ -30,6 +30,17 @@ pub struct DaemonConfig {
     pub preview_domain: Option<String>,
     /// Snapshot layer chains longer than this are flattened into one layer.
     pub max_layer_depth: usize,
+    /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
+    /// (see `bothy_blob::StoreLocation`); default `$DATA/blobs`.
+    pub backup_store: Option<String>,
+    /// How often expired backups are swept.
+    pub backup_gc: Duration,
+    /// PEM files of CAs the egress proxy trusts for upstream TLS besides the system's roots.
+    pub egress_extra_ca: Vec<PathBuf>,
+    /// Sandbox addresses in `proxy` mode (the first one is every sandbox's gateway).
+    pub net_pool: crate::net::Ipv4Net,
+    /// Synthetic addresses the DNS stub answers with.
+    pub net_synthetic: crate::net::Ipv4Net,
 }
 
 impl DaemonConfig {
@@ -46,6 +57,11 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
+            backup_store: None,
+            backup_gc: Duration::from_secs(60),
+            egress_extra_ca: Vec::new(),
+            net_pool: crate::net::NetOptions::default().pool,
+            net_synthetic: crate::net::NetOptions::default().synthetic,
         }
     }
 }

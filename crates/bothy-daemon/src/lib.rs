@@ -12,11 +12,14 @@
 
 pub mod agent_conn;
 pub mod api;
+pub mod backups;
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod images;
 pub mod manager;
+pub mod net;
 pub mod netns;
 pub mod preview;
 pub mod proxy;

@@ -14,6 +14,7 @@ use crate::config::{DaemonConfig, FileConfig};
 use crate::error::StartupError;
 use crate::images::Images;
 use crate::manager::Manager;
+use crate::net::{NetOptions, Network};
 
 /// Runs the daemon until SIGTERM or SIGINT. Sandboxes keep running after it exits.
 pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
@@ -40,9 +41,19 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         cfg.token = Some(token);
     }
 
-    let store: Arc<dyn MetaStore> = Arc::new(
+    let sqlite = Arc::new(
         SqliteStore::open(&layout.db()).map_err(|e| StartupError::new("open state.db", e))?,
     );
+    let store: Arc<dyn MetaStore> = sqlite.clone();
+    let egress = {
+        let (layout, extra) = (layout.clone(), cfg.egress_extra_ca.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::egress::EgressState::open(&layout, sqlite, &extra)
+        })
+        .await
+        .map_err(|e| StartupError::new("set up egress", e))?
+        .map_err(|e| StartupError::new("set up egress", e))?
+    };
     let runtime = NativeRuntime::new(NativeConfig {
         cgroup_parent: cfg.cgroup_parent.clone(),
         uid_base: cfg.uid_base,
@@ -55,6 +66,18 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
             .await
             .map_err(|e| StartupError::new("build the host image", e))??
     };
+    let (net, net_listeners) = Network::start(NetOptions {
+        pool: cfg.net_pool,
+        synthetic: cfg.net_synthetic,
+        instance: cfg.cgroup_parent.clone(),
+    })
+    .map_err(|e| StartupError::new("set up sandbox networking", e))?;
+    match net.unavailable_reason() {
+        Some(r) => tracing::warn!(
+            "proxy networking unavailable ({r}): new sandboxes get network mode `none`, and mode `proxy` is refused"
+        ),
+        None => tracing::info!(pool = %cfg.net_pool, gateway = %net.gateway(), "proxy networking ready"),
+    }
     let manager = Manager::new(
         store,
         Arc::new(runtime),
@@ -62,16 +85,40 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         images,
         cfg.agent_binary.clone(),
         cfg.limits,
+        net.clone(),
     );
     manager.set_max_layer_depth(cfg.max_layer_depth);
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();
     manager.spawn_idle_loop(cfg.idle_check, stop.clone());
+    if let Some(l) = net_listeners {
+        let (proxy, dns) = l.into_parts();
+        net.serve_dns(dns, stop.clone());
+        tokio::spawn(crate::net::egress::serve(
+            proxy,
+            net.clone(),
+            manager.clone(),
+            Arc::new(egress.clone()),
+            egress.ca.clone(),
+            egress.proxy_options(),
+            stop.clone(),
+        ));
+    }
     let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
+    let backup_store = match &cfg.backup_store {
+        Some(s) => s.clone(),
+        None => cfg.data_dir.join("blobs").display().to_string(),
+    };
+    let backup_store = bothy_blob::open_store(&backup_store)
+        .map_err(|e| StartupError::new("open the backup store", e))?;
+    let backups = crate::backups::Backups::new(manager.clone(), backup_store);
+    backups.spawn_gc_loop(cfg.backup_gc, stop.clone());
     let app = api::router(AppState {
         manager: manager.clone(),
         previews: previews.clone(),
+        backups,
+        egress: egress.clone(),
     });
 
     let sock = layout.socket();
@@ -130,6 +177,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         tracing::warn!("open requests did not finish within the grace period; closing them");
     }
     manager.flush_activity();
+    net.shutdown();
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }

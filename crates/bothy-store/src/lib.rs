@@ -9,5 +9,6 @@ pub mod images;
 pub mod layout;
 pub mod meta;
 pub mod tree;
+pub mod secrets;
 
 pub use layout::Layout;

@@ -8,9 +8,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use bothy_api::network::NetworkConfig;
 use bothy_api::sandbox::SandboxState;
 use bothy_api::SandboxName;
 use rusqlite::{params, Connection, OptionalExtension};
+
+mod backups;
+pub use backups::BackupRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -130,6 +134,20 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>>;
     /// Returns whether it existed.
     fn delete_snapshot(&self, id: &str) -> Result<bool>;
+
+    /// Records a directory backup (its archive is already in the blob store).
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()>;
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>>;
+    /// Oldest first, expired ones included (callers filter by `expires_at_ms`).
+    fn list_backups(&self) -> Result<Vec<BackupRecord>>;
+    /// Notes that an expired backup's objects are gone (its record stays a while).
+    fn mark_backup_swept(&self, id: &str) -> Result<()>;
+    /// Returns whether it existed.
+    fn delete_backup(&self, id: &str) -> Result<bool>;
+    /// A sandbox's network mode and egress policy; `None` for a sandbox created before
+    /// networking existed (it keeps loopback only). Deleting the sandbox deletes it.
+    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>>;
+    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()>;
 }
 
 /// An exposed port of a sandbox: `http://{port}-{sandbox}-{token}.{preview domain}`. Deleting
@@ -193,6 +211,38 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL
     );
 "#,
+    // Directory backups. `IF NOT EXISTS`: this migration may be reordered with others when
+    // branches merge.
+    r#"
+    CREATE TABLE IF NOT EXISTS backups (
+        id TEXT PRIMARY KEY,
+        sandbox TEXT NOT NULL,
+        path TEXT NOT NULL,
+        exclude TEXT NOT NULL DEFAULT '[]',
+        gitignore INTEGER NOT NULL DEFAULT 0,
+        blob_key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        swept INTEGER NOT NULL DEFAULT 0
+    );
+"#,
+    // Secrets for the egress proxy (`crate::secrets`). The database file is mode 0600.
+    r#"
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+"#,
+    r#"
+    CREATE TABLE sandbox_network (
+        sandbox TEXT PRIMARY KEY REFERENCES sandboxes(name) ON DELETE CASCADE,
+        config TEXT NOT NULL
+    );
+"#,
 ];
 
 pub struct SqliteStore {
@@ -200,8 +250,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the database at `path`, readable by its owner only: it holds
+    /// secrets. SQLite gives the `-wal` and `-shm` files the database file's mode.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
+        restrict_mode(path)?;
         Self::init(conn)
     }
 
@@ -226,9 +279,28 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Makes the database and its side files (those that exist) mode 0600.
+fn restrict_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(MetaError::Corrupt {
+                    what: Path::new(&p).display().to_string(),
+                    detail: format!("cannot make it private: {e}"),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot";
@@ -412,6 +484,36 @@ impl MetaStore for SqliteStore {
         Ok(n == 1)
     }
 
+    fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
+        let Some(json) = st
+            .query_row([name.as_str()], |r| r.get::<_, String>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| MetaError::Corrupt {
+                what: format!("network of sandbox {name:?}"),
+                detail: e.to_string(),
+            })
+    }
+
+    fn put_network(&self, name: &SandboxName, cfg: &NetworkConfig) -> Result<()> {
+        let json = serde_json::to_string(cfg).map_err(|e| MetaError::Corrupt {
+            what: format!("network of sandbox {name:?}"),
+            detail: e.to_string(),
+        })?;
+        self.conn().execute(
+            "INSERT INTO sandbox_network (sandbox, config) VALUES (?1, ?2) \
+             ON CONFLICT(sandbox) DO UPDATE SET config = excluded.config",
+            params![name.as_str(), json],
+        )?;
+        Ok(())
+    }
+
     fn put_layer(&self, rec: &LayerRecord) -> Result<()> {
         put_layer(&self.conn(), rec)
     }
@@ -507,6 +609,26 @@ impl MetaStore for SqliteStore {
             .conn()
             .execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
         Ok(n == 1)
+    }
+
+    fn put_backup(&self, rec: &BackupRecord) -> Result<()> {
+        backups::put(&self.conn(), rec)
+    }
+
+    fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>> {
+        backups::get(&self.conn(), id)
+    }
+
+    fn list_backups(&self) -> Result<Vec<BackupRecord>> {
+        backups::list(&self.conn())
+    }
+
+    fn mark_backup_swept(&self, id: &str) -> Result<()> {
+        backups::mark_swept(&self.conn(), id)
+    }
+
+    fn delete_backup(&self, id: &str) -> Result<bool> {
+        backups::delete(&self.conn(), id)
     }
 }
 
@@ -682,6 +804,24 @@ mod tests {
         assert_eq!(s.list_snapshots().unwrap(), vec![]);
         s.delete_layer("s-1").unwrap();
         assert!(s.list_layers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn network_belongs_to_its_sandbox() {
+        use bothy_api::network::NetworkMode;
+        let s = SqliteStore::open_in_memory().unwrap();
+        let r = rec("net");
+        s.insert_sandbox(&r).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
+        let mut cfg = NetworkConfig::default();
+        cfg.policy.deny.push("*.evil.test".into());
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), Some(cfg.clone()));
+        cfg.mode = NetworkMode::None;
+        s.put_network(&r.name, &cfg).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap().unwrap().mode, NetworkMode::None);
+        s.delete_sandbox(&r.name).unwrap();
+        assert_eq!(s.get_network(&r.name).unwrap(), None);
     }
 
     #[test]

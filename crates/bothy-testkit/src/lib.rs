@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use bothy_client::Client;
 
+pub mod s3;
+pub use s3::S3Server;
+
 /// Reports that a test cannot run here. Outside CI it prints the reason and the test returns;
 /// in CI (`CI` set, as `.ci/run` is run) it fails instead: CI runs as root and installs every
 /// dependency, so a skip there means a missing install step, never a silent pass.

@@ -44,10 +44,16 @@ async fn cannot_see_or_touch_the_host() {
     let Some(d) = TestDaemon::start_with(BIN, opts).await else {
         return;
     };
-    d.client
-        .put_sandbox("probe", &CreateSandbox::default())
-        .await
-        .unwrap();
+    // Network mode `none`: this test checks the loopback-only sandbox (proxy mode has its own
+    // probes in tests/network.rs).
+    let spec = CreateSandbox {
+        network: Some(bothy_api::network::NetworkConfig {
+            mode: bothy_api::network::NetworkMode::None,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    d.client.put_sandbox("probe", &spec).await.unwrap();
     let port = d
         .tcp_addr
         .clone()

@@ -1,7 +1,9 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
+mod backups;
 mod health;
 mod images;
+mod network;
 mod sandboxes;
 mod snapshots;
 
@@ -21,6 +23,8 @@ use crate::manager::Manager;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub previews: crate::preview::Previews,
+    pub backups: crate::backups::Backups,
+    pub egress: crate::egress::EgressState,
 }
 
 /// The whole API, without transport concerns (auth is layered on by `serve`), so tests can
@@ -37,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{name}/sleep", post(sandboxes::sleep))
         .route("/v1/sandboxes/{name}/wake", post(sandboxes::wake))
+        .route(
+            "/v1/sandboxes/{name}/network",
+            get(network::get).put(network::put),
+        )
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get))
         // Snapshot routes under a sandbox are matched before the data-plane wildcard.
@@ -51,6 +59,16 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::get).delete(snapshots::delete),
         )
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
+        .route(
+            "/v1/sandboxes/{name}/backups",
+            post(backups::create).get(backups::list_of_sandbox),
+        )
+        .route("/v1/backups", get(backups::list))
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route("/v1/backups/{id}/restore", post(backups::restore))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).
@@ -71,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     };
     control
         .merge(ports)
+        .merge(crate::egress::api::routes())
         .merge(data)
         .merge(crate::ui::routes())
         .fallback(not_found)

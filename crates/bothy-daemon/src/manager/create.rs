@@ -37,6 +37,9 @@ impl Manager {
         spec: CreateSandbox,
     ) -> Result<(SandboxInfo, bool), DaemonError> {
         validate(&spec)?;
+        if let Some(n) = &spec.network {
+            self.check_network(n)?;
+        }
         if let Some(snap) = spec.from_snapshot.clone() {
             return self
                 .fork_one(name, spec, &snap)
@@ -77,6 +80,17 @@ impl Manager {
             if changed {
                 self.save(&slot, rec.clone())?;
             }
+            if let Some(n) = spec.network {
+                let old = self.network_of(name)?;
+                if n != old {
+                    self.store
+                        .put_network(name, &n)
+                        .map_err(|e| DaemonError::internal("write network config", &e))?;
+                    if let Some(running) = slot.running() {
+                        self.apply_network(&slot, &running, &old, &n).await?;
+                    }
+                }
+            }
             match slot.running() {
                 Some(running) if env_changed => self.push_env(&running, &rec).await?,
                 Some(_) => {}
@@ -91,6 +105,7 @@ impl Manager {
         let image = self
             .images
             .get(spec.image.as_deref().unwrap_or(HOST_IMAGE))?;
+        let network = self.network_for_new(spec.network)?;
         let now = now_ms();
         let rec = SandboxRecord {
             name: name.clone(),
@@ -116,7 +131,19 @@ impl Manager {
             ));
         }
         self.save(&slot, rec.clone())?;
-        match self.start_locked(&slot, rec).await {
+        let started = match self.store.put_network(name, &network) {
+            Ok(()) => self.start_locked(&slot, rec).await,
+            Err(e) => Err(DaemonError::internal("write network config", &e)),
+        };
+        if let Ok(running) = &started {
+            if self.net.addr_of(name).is_some() {
+                self.write_resolv_conf(running).await;
+            }
+        }
+        if started.is_err() && slot.running().is_some() {
+            let _ = self.stop_locked(&slot).await;
+        }
+        match started {
             Ok(_) => {
                 let rec = slot.record().expect("saved by start");
                 let mut info = self.to_info(&slot, &rec, None);

@@ -44,6 +44,7 @@ impl Manager {
         spec: CreateSandbox,
         snapshot: &str,
     ) -> Result<SandboxInfo, DaemonError> {
+        let network = self.network_for_new(spec.network.clone())?;
         let slot = self.slot(name);
         let _lock = slot.lifecycle.lock().await;
         if self.load(&slot)?.is_some() {
@@ -62,7 +63,7 @@ impl Manager {
             }
             let mut rec = record(name, &snap, &spec);
             rec.state = SandboxState::Creating;
-            self.insert(&slot, &rec)?;
+            self.insert(&slot, &rec, &network)?;
             rec
         };
         match self.start_locked(&slot, rec).await {
@@ -133,10 +134,11 @@ impl Manager {
             let _layers = self.layers_lock.lock().await;
             let snap = self.get_snapshot(snapshot)?;
             let spec = CreateSandbox::default();
+            let network = self.network_for_new(None)?;
             let mut done: Vec<&Arc<super::Slot>> = Vec::new();
             for s in &slots {
                 let rec = record(&s.name, &snap, &spec);
-                if let Err(e) = self.insert(s, &rec) {
+                if let Err(e) = self.insert(s, &rec, &network) {
                     for d in done {
                         let _ = self.store.delete_sandbox(&d.name);
                         let mut inner = d.inner();
@@ -164,13 +166,23 @@ impl Manager {
     }
 
     /// Inserts a new record (refused if the name was taken meanwhile) and caches it.
-    fn insert(&self, slot: &super::Slot, rec: &SandboxRecord) -> Result<(), DaemonError> {
+    /// Also records the fork's network config.
+    fn insert(
+        &self,
+        slot: &super::Slot,
+        rec: &SandboxRecord,
+        network: &bothy_api::network::NetworkConfig,
+    ) -> Result<(), DaemonError> {
         let inserted = self
             .store
             .insert_sandbox(rec)
             .map_err(|e| DaemonError::internal("create sandbox record", &e))?;
         if !inserted {
             return Err(exists(&rec.name));
+        }
+        if let Err(e) = self.store.put_network(&rec.name, network) {
+            let _ = self.store.delete_sandbox(&rec.name);
+            return Err(DaemonError::internal("write network config", &e));
         }
         self.cache_record(slot, rec.clone());
         Ok(())

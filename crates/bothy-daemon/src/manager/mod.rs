@@ -14,6 +14,7 @@ pub mod destroy;
 pub mod exit_watch;
 pub mod fork;
 pub mod idle;
+pub mod network;
 pub mod reconcile;
 pub mod restore;
 pub mod snapshot;
@@ -44,6 +45,7 @@ pub struct Manager {
     pub(crate) images: Images,
     pub(crate) agent_binary: PathBuf,
     pub(crate) limits: Limits,
+    pub(crate) net: Arc<crate::net::Network>,
     slots: Mutex<HashMap<SandboxName, Arc<Slot>>>,
     /// Serializes changes to which layers are referenced (snapshot, fork, restore, delete,
     /// import) with their garbage collection. Taken after a slot's lifecycle lock, never
@@ -142,6 +144,7 @@ impl Manager {
         images: Images,
         agent_binary: PathBuf,
         limits: Limits,
+        net: Arc<crate::net::Network>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -150,6 +153,7 @@ impl Manager {
             images,
             agent_binary,
             limits,
+            net,
             slots: Mutex::new(HashMap::new()),
             layers_lock: tokio::sync::Mutex::new(()),
             max_layer_depth: AtomicUsize::new(DEFAULT_MAX_LAYER_DEPTH),
@@ -158,6 +162,10 @@ impl Manager {
 
     pub fn runtime_name(&self) -> &'static str {
         self.runtime.name()
+    }
+
+    pub fn net(&self) -> &Arc<crate::net::Network> {
+        &self.net
     }
 
     pub fn images(&self) -> &Images {
@@ -285,6 +293,10 @@ impl Manager {
         with_disk: bool,
     ) -> Result<SandboxInfo, DaemonError> {
         let slot = self.slot(name);
+        // A transition in progress (a sleep, a wake) finishes first, so what a client reads here
+        // is never older than what it has seen happen: a stream that ended because its sandbox is
+        // being put to sleep is followed by `sleeping`, not by a stale `running`.
+        drop(slot.lifecycle.lock().await);
         let rec = match slot.record() {
             Some(r) => Some(r),
             None => self
@@ -333,6 +345,10 @@ impl Manager {
             env: rec.env.clone(),
             disk_used_bytes: disk,
             pid: running.map(|r| r.started.pid),
+            network: self
+                .network_of(&rec.name)
+                .ok()
+                .map(|c| self.network_info(&rec.name, c)),
             created: None,
         }
     }
@@ -354,6 +370,19 @@ impl Manager {
                 None => self.to_info(&Slot::new(r.name.clone()), r, None),
             })
             .collect())
+    }
+
+    /// Marks activity on `name` if the daemon knows it (egress traffic counts).
+    pub fn touch(&self, name: &SandboxName) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(s) = slot {
+            s.touch();
+        }
     }
 
     pub fn running_count(&self) -> usize {

@@ -52,6 +52,7 @@ impl Manager {
                         tracing::warn!(sandbox = %rec.name, error = ?e, "cannot thaw sandbox");
                     }
                     self.watch_exit(slot.clone(), s);
+                    self.readopt_network(&rec.name, &s).await;
                     tracing::info!(sandbox = %rec.name, pid = s.pid, "re-attached to running sandbox");
                 }
                 _ if rec.state != SandboxState::Sleeping || rec.runtime.is_some() => {
@@ -76,5 +77,25 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Finds the link of a sandbox that kept running while the daemon was away (its address
+    /// is how the proxy knows it), or gives it one.
+    async fn readopt_network(&self, name: &bothy_api::SandboxName, started: &Started) {
+        let Ok(cfg) = self.network_of(name) else {
+            return;
+        };
+        if cfg.mode != bothy_api::network::NetworkMode::Proxy {
+            return;
+        }
+        let policy = Arc::new(cfg.policy.clone());
+        if let Ok(ns) = self.runtime.netns(started) {
+            if self.net.adopt(name, ns, policy).await {
+                return;
+            }
+        }
+        if let Err(e) = self.net_attach(name, started, &cfg).await {
+            tracing::warn!(sandbox = %name, error = ?e.0, "could not give the sandbox its link again");
+        }
     }
 }

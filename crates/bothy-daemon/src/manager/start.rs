@@ -22,8 +22,10 @@ impl Manager {
         mut rec: SandboxRecord,
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
+        let network = self.network_of(&rec.name)?;
         let dirs = self.layout.sandbox(&rec.name);
-        let overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
+        let mut overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
+        crate::egress::trust::add_layer(&mut overlays, &self.layout);
         let socket = dirs.agent_socket();
         let config = AgentConfig {
             name: rec.name.to_string(),
@@ -63,6 +65,15 @@ impl Manager {
             )
         })?;
 
+        // The link comes up before anyone can use the sandbox.
+        if let Err(e) = self.net_attach(&rec.name, &started, &network).await {
+            let runtime = self.runtime.clone();
+            let name = rec.name.clone();
+            let _ = tokio::task::spawn_blocking(move || runtime.stop(&name, Some(started))).await;
+            self.net.detach_record(&rec.name);
+            return Err(e);
+        }
+
         rec.state = SandboxState::Running;
         rec.runtime = Some(RuntimeRef {
             pid: started.pid,
@@ -73,6 +84,7 @@ impl Manager {
             let runtime = self.runtime.clone();
             let name = rec.name.clone();
             let _ = tokio::task::spawn_blocking(move || runtime.stop(&name, Some(started))).await;
+            self.net.detach_record(&rec.name);
             return Err(e);
         }
         let running = Running {

@@ -54,6 +54,8 @@ impl Manager {
             .map_err(|e| DaemonError::internal("stop sandbox", &e))?
             .map_err(|e| DaemonError::internal("stop sandbox", &e))?;
         self.set_running(slot, None);
+        // The namespace is gone and with it the link pair: forget the address.
+        self.net.detach_record(&slot.name);
         if let Some(mut rec) = slot.record() {
             rec.state = SandboxState::Sleeping;
             rec.runtime = None;

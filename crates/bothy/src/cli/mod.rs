@@ -3,9 +3,13 @@
 //! `BOTHY_TOKEN` as bearer token); default: the unix socket of the default data directory.
 
 mod agent;
+mod backup;
 mod cp;
+mod egress;
 mod exec;
+mod git;
 mod image;
+mod net;
 mod output;
 mod processes;
 mod run;
@@ -89,6 +93,21 @@ enum Command {
     Fork(snapshot::ForkArgs),
     /// Put a sandbox back to a snapshot's state.
     Restore(snapshot::RestoreArgs),
+    /// Back up a directory of a sandbox (`bothy backup demo /workspace --exclude node_modules`),
+    /// or list (`ls`) / delete (`rm ID`) backups.
+    Backup(backup::Args),
+    /// Restore a backup into a sandbox (replaces the directory's contents).
+    RestoreBackup(backup::RestoreArgs),
+    /// Secrets the egress proxy injects into requests (never shown after being set).
+    #[command(subcommand)]
+    Secret(egress::SecretCommand),
+    /// Show a sandbox's egress log: every request and connection through the egress proxy.
+    EgressLog(egress::LogArgs),
+    /// Show a sandbox's network (`bothy net NAME`) or change it (`bothy net set NAME ...`).
+    Net(net::Args),
+    /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
+    #[command(subcommand)]
+    Git(git::Command),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -165,6 +184,12 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Snapshot(a) => snapshot::snapshot(&c, a).await,
         Command::Fork(a) => snapshot::fork(&c, a).await,
         Command::Restore(a) => snapshot::restore(&c, a).await,
+        Command::Backup(a) => backup::run(&c, a).await,
+        Command::RestoreBackup(a) => backup::restore(&c, a).await,
+        Command::Secret(a) => egress::secret(&c, a).await,
+        Command::EgressLog(a) => egress::log(&c, a).await,
+        Command::Net(a) => net::run(&c, a).await,
+        Command::Git(a) => git::run(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }

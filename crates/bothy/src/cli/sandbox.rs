@@ -32,6 +32,9 @@ pub struct GetArgs {
     /// Never put the sandbox to sleep for inactivity.
     #[arg(long)]
     pub keep_alive: bool,
+    /// Network mode of a new sandbox: `proxy` (default where the host supports it) or `none`.
+    #[arg(long, value_parser = ["proxy", "none"])]
+    pub net: Option<String>,
     #[command(flatten)]
     pub out: JsonFlag,
 }
@@ -86,6 +89,13 @@ fn print_info(info: &SandboxInfo) {
     if let Some(p) = info.pid {
         rows.push(("pid", p.to_string()));
     }
+    if let Some(n) = &info.network {
+        let mut s = n.mode.as_str().to_string();
+        if let Some(a) = &n.address {
+            s.push_str(&format!(" ({a})"));
+        }
+        rows.push(("network", s));
+    }
     if !info.env.is_empty() {
         let env: Vec<String> = info.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rows.push(("env", env.join(" ")));
@@ -106,6 +116,14 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
         sleep_after: a.sleep_after,
         keep_alive: a.keep_alive.then_some(true),
         from_snapshot: None,
+        network: a.net.map(|m| bothy_api::network::NetworkConfig {
+            mode: if m == "none" {
+                bothy_api::network::NetworkMode::None
+            } else {
+                bothy_api::network::NetworkMode::Proxy
+            },
+            policy: Default::default(),
+        }),
     };
     let info = c.put_sandbox(&a.name, &spec).await?;
     if a.out.json {

@@ -29,6 +29,26 @@ pub struct Args {
     /// is taken (reads stay fast; the flattening copies the state once).
     #[arg(long, default_value_t = bothy_daemon::manager::DEFAULT_MAX_LAYER_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     max_layer_depth: usize,
+    /// Where directory backups are stored: a directory, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL` (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Default DATA_DIR/blobs.
+    #[arg(long, env = "BOTHY_BACKUP_STORE")]
+    backup_store: Option<String>,
+    /// How often expired backups are removed, in milliseconds.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    backup_gc_ms: u64,
+    /// A PEM file of CA certificates the egress proxy trusts for upstream TLS besides the
+    /// system's roots (repeatable).
+    #[arg(long = "egress-extra-ca", value_name = "FILE")]
+    egress_extra_ca: Vec<PathBuf>,
+    /// Addresses of sandboxes in `proxy` mode; the first one is every sandbox's gateway and
+    /// DNS server.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    net_pool: bothy_daemon::net::Ipv4Net,
+    /// Synthetic addresses the daemon's DNS answers sandboxes with (mapped back to names by
+    /// the egress proxy).
+    #[arg(long, default_value = "198.18.0.0/15")]
+    net_synthetic: bothy_daemon::net::Ipv4Net,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -39,6 +59,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
     cfg.max_layer_depth = a.max_layer_depth;
+    cfg.backup_store = a.backup_store;
+    cfg.backup_gc = std::time::Duration::from_millis(a.backup_gc_ms.max(50));
+    cfg.egress_extra_ca = a.egress_extra_ca;
+    cfg.net_pool = a.net_pool;
+    cfg.net_synthetic = a.net_synthetic;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
