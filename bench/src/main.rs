@@ -6,6 +6,7 @@
 //! markdown table. To add a suite: a module with `Args` (clap) and `run`, and one variant in
 //! [`Suite`].
 
+mod blob;
 mod foundation;
 mod host;
 mod net;
@@ -34,10 +35,12 @@ struct Cli {
 enum Suite {
     /// Issue 3: start, wake, exec round trip, memory, scale.
     Foundation(foundation::Args),
-    /// Issue 8: fork time against state size, snapshot time against changed bytes.
-    Snapshots(snapshots::Args),
     /// Issue 9: start and wake in `proxy` network mode against mode `none`.
     Net(net::Args),
+    /// Issue 8: snapshot export/import throughput to an S3-compatible server.
+    Blob(blob::Args),
+    /// Issue 8: fork time against state size, snapshot time against changed bytes.
+    Snapshots(snapshots::Args),
 }
 
 /// Results of a run: table rows and free-form notes (errors met, limits hit).
@@ -72,8 +75,9 @@ async fn main() -> Result<()> {
     let run = async {
         match suite {
             Suite::Foundation(a) => foundation::run(&bin, cli.quick, a, &mut rep).await,
-            Suite::Snapshots(a) => snapshots::run(&bin, cli.quick, a, &mut rep).await,
             Suite::Net(a) => net::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Blob(a) => blob::run(&bin, cli.quick, a, &mut rep).await,
+            Suite::Snapshots(a) => snapshots::run(&bin, cli.quick, a, &mut rep).await,
         }
     };
     // On Ctrl-C the suite's future is dropped, which kills its daemon and sandboxes.

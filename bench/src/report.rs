@@ -10,6 +10,7 @@ pub enum Unit {
     MiB,
     Count,
     Seconds,
+    MiBps,
 }
 
 impl Unit {
@@ -20,6 +21,7 @@ impl Unit {
             Unit::MiB => format!("{v:.2} MiB"),
             Unit::Count => format!("{v:.0}"),
             Unit::Seconds => format!("{v:.1} s"),
+            Unit::MiBps => format!("{v:.1} MiB/s"),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod archive;
 pub mod backup;
+pub mod blob;
 pub mod command;
 pub mod data;
 pub mod egress;

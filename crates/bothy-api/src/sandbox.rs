@@ -34,6 +34,10 @@ pub struct CreateSandbox {
     /// allowed). Replaces the stored one if given (like `PUT .../network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::NetworkConfig>,
+    /// Push the sandbox's disk to the blob store each time it goes to sleep, so it can be
+    /// evicted at once and survives the loss of this machine's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,12 @@ pub struct SandboxInfo {
     /// Whether this request created the sandbox (only on get-or-create replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
+    /// Its disk lives in a blob store (`bothy evict`); the next wake pulls it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evicted: bool,
+    /// Each sleep pushes its disk to the blob store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -36,9 +36,12 @@ pub struct SnapshotInfo {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// RFC 3339 creation time on the exporting machine.
+    /// Creation time on the exporting machine (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    pub created_at_ms: Option<i64>,
+    /// The sandbox it was taken of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// Bytes of file content in the snapshot's layers.
@@ -173,7 +176,8 @@ mod tests {
             snapshot: SnapshotInfo {
                 id: "s1".into(),
                 name: Some("base".into()),
-                created_at: None,
+                created_at_ms: None,
+                sandbox: None,
                 parent: None,
                 size: 10,
             },

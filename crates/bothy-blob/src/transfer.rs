@@ -125,8 +125,10 @@ pub async fn push_archive(
             "chunk sizes do not add up to the archive size".into(),
         ));
     }
-    futures_util::stream::iter(packed.chunks.iter().zip(offsets))
-        .map(|(chunk, offset)| {
+    // Owned items: closures over borrowed items make the future's Send bound unprovable.
+    let items: Vec<(ChunkRef, u64)> = packed.chunks.iter().cloned().zip(offsets).collect();
+    futures_util::stream::iter(items)
+        .map(|(chunk, offset): (ChunkRef, u64)| {
             let file = file.clone();
             let (done, skipped, uploaded_chunks) = (&done, &skipped, &uploaded_chunks);
             let report = &report;
@@ -238,22 +240,22 @@ async fn pull_chunks(
         .ctx(|| format!("create {}", out.display()))?;
     let mut whole = Hasher::default();
     let mut done = 0u64;
-    let mut chunks = futures_util::stream::iter(index.chunks.iter())
-        .map(|c| async move {
+    let layer = index.digest;
+    let mut chunks = futures_util::stream::iter(index.chunks.clone())
+        .map(|c: ChunkRef| async move {
             let data = match store.get_bytes(&chunk_key(&c.digest)).await {
                 Err(BlobError::NotFound(_)) => {
                     return Err(BlobError::Corrupt(format!(
-                        "chunk {} of layer {} is missing from the store",
-                        c.digest, index.digest
+                        "chunk {} of layer {layer} is missing from the store",
+                        c.digest
                     )))
                 }
                 other => other?,
             };
             if data.len() as u64 != c.size || Digest::of(&data) != c.digest {
                 return Err(BlobError::Corrupt(format!(
-                    "chunk {} of layer {} is damaged ({} bytes, expected {})",
+                    "chunk {} of layer {layer} is damaged ({} bytes, expected {})",
                     c.digest,
-                    index.digest,
                     data.len(),
                     c.size
                 )));

@@ -6,6 +6,7 @@
 //! typed helpers per area ([`sandboxes`]).
 
 pub mod backups;
+pub mod blobs;
 mod conn;
 pub mod egress;
 mod error;

@@ -41,6 +41,9 @@ pub struct DaemonConfig {
     pub net_pool: crate::net::Ipv4Net,
     /// Synthetic addresses the DNS stub answers with.
     pub net_synthetic: crate::net::Ipv4Net,
+    /// Blob stores (`/dir`, `s3://bucket?endpoint=…`); the first is the default. Empty:
+    /// `$DATA/blobs`.
+    pub blob_stores: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -62,6 +65,7 @@ impl DaemonConfig {
             egress_extra_ca: Vec::new(),
             net_pool: crate::net::NetOptions::default().pool,
             net_synthetic: crate::net::NetOptions::default().synthetic,
+            blob_stores: Vec::new(),
         }
     }
 }

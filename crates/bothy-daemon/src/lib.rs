@@ -14,6 +14,7 @@ pub mod agent_conn;
 pub mod api;
 pub mod backups;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod egress;
 pub mod error;

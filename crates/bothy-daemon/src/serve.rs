@@ -88,6 +88,12 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         net.clone(),
     );
     manager.set_max_layer_depth(cfg.max_layer_depth);
+    manager.blobs.set_uid_base(cfg.uid_base);
+    manager.blobs.clean_tmp();
+    manager
+        .blobs
+        .configure(&cfg.blob_stores)
+        .map_err(|e| StartupError::new("open the blob stores", e))?;
     manager.reconcile().await?;
 
     let stop = CancellationToken::new();
@@ -106,9 +112,10 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         ));
     }
     let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
-    let backup_store = match &cfg.backup_store {
-        Some(s) => s.clone(),
-        None => cfg.data_dir.join("blobs").display().to_string(),
+    // Backups go to their own store if one is configured, else to the default blob store.
+    let backup_store = match (&cfg.backup_store, cfg.blob_stores.first()) {
+        (Some(s), _) | (None, Some(s)) => s.clone(),
+        (None, None) => cfg.data_dir.join("blobs").display().to_string(),
     };
     let backup_store = bothy_blob::open_store(&backup_store)
         .map_err(|e| StartupError::new("open the backup store", e))?;

@@ -5,6 +5,9 @@
 //!
 //! `bench/egress` runs it (release build). Options: `--requests N` (default 3000),
 //! `--download-mib N` (default 1024), `--rounds N` (throughput rounds, default 3).
+//!
+//! `--serve-upstream DIR` only runs the upstream (for `bench/egress-sandbox`): it writes its
+//! test CA to `DIR/ca.pem`, prints its port and serves until killed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -70,8 +73,23 @@ async fn download(c: &mut Sender, host: &str, bytes: u64) -> f64 {
     (got * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
+async fn serve_upstream(dir: &str) {
+    let test_ca = TestCa::new();
+    std::fs::write(format!("{dir}/ca.pem"), test_ca.cert.pem()).unwrap();
+    let up = Upstream::start(Some(
+        test_ca.server_config(&["127.0.0.1", "api.example.test"]),
+    ))
+    .await;
+    println!("{}", up.addr.port());
+    std::future::pending::<()>().await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-upstream") {
+        return serve_upstream(&args[i + 1]).await;
+    }
     let n = arg("--requests", 3000) as usize;
     let dl = arg("--download-mib", 1024) << 20;
     let rounds = arg("--rounds", 3);

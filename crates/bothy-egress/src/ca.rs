@@ -111,7 +111,7 @@ impl Ca {
             issuer,
             key,
             leaf_key: KeyPair::generate()?,
-            alpn: vec![b"http/1.1".to_vec()],
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             cache: Mutex::new(HashMap::new()),
         })
     }

@@ -72,6 +72,22 @@ pub(crate) async fn serve(io: BoxIo, conn: Conn) {
     }
 }
 
+/// Serves HTTP/2 (negotiated by ALPN on a TLS connection) on `io`. Requests go upstream as
+/// HTTP/1.1, like those of HTTP/1.1 clients.
+pub(crate) async fn serve_h2(io: BoxIo, conn: Conn) {
+    let conn = Arc::new(conn);
+    let svc = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let res = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "egress HTTP/2 connection ended");
+    }
+}
+
 impl Conn {
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<DownBody> {
         let dir = self.shared.dir.clone();
@@ -178,13 +194,20 @@ impl Conn {
             }
         };
 
-        let upgrade = wants_upgrade(req.headers());
+        let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let down_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         parts.headers.remove(header::PROXY_AUTHORIZATION);
         for (name, value) in injected {
             parts.headers.insert(name, value);
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host in the :authority pseudo-header; HTTP/1.1 needs Host.
+            let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+            if let Ok(v) = http::HeaderValue::from_str(&authority.unwrap_or_else(|| host.clone())) {
+                parts.headers.insert(header::HOST, v);
+            }
         }
         parts.uri = match path.parse() {
             Ok(u) => u,

@@ -57,6 +57,8 @@ impl Drop for Recorder {
         e.bytes_down = *self.down.get_mut();
         e.duration_ms = self.started.elapsed().as_millis() as u64;
         self.dir.record(&self.sandbox, e);
+        // The end of a long download is activity too, not only its start.
+        self.dir.touch(&self.sandbox);
     }
 }
 

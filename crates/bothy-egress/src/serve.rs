@@ -1,12 +1,15 @@
 //! The accept loop: one task per connection, which finds the sandbox and the original
 //! destination, then speaks TLS + HTTP, HTTP, or relays raw TCP.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
+
+use bothy_api::SandboxName;
 
 use crate::ca::Ca;
 use crate::directory::Directory;
@@ -33,6 +36,9 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// For the sandbox's first bytes and TLS handshake.
     pub handshake_timeout: Duration,
+    /// Open connections one sandbox may hold through the proxy; more are closed at once, so
+    /// that no sandbox can exhaust the daemon's file descriptors.
+    pub max_connections_per_sandbox: usize,
 }
 
 impl Default for ProxyOptions {
@@ -42,6 +48,7 @@ impl Default for ProxyOptions {
             dst: DstSource::OriginalDst,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
+            max_connections_per_sandbox: 1024,
         }
     }
 }
@@ -57,6 +64,41 @@ pub(crate) struct Shared {
     pub ca: Arc<Ca>,
     pub connector: Connector,
     pub opts: ProxyOptions,
+    /// Open connections per sandbox.
+    open: Mutex<HashMap<SandboxName, usize>>,
+}
+
+/// One open connection of a sandbox, counted until dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    name: SandboxName,
+}
+
+impl Slot {
+    fn take(shared: &Arc<Shared>, name: SandboxName) -> Option<Self> {
+        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(name.clone()).or_insert(0);
+        if *n >= shared.opts.max_connections_per_sandbox {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            shared: shared.clone(),
+            name,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// Serves the egress proxy on `listener` until the task is dropped.
@@ -72,6 +114,7 @@ pub async fn serve(
         ca,
         connector,
         opts,
+        open: Mutex::new(HashMap::new()),
     });
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -103,10 +146,14 @@ async fn connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
             }
         }
     };
-    if shared.dir.lookup(peer_ip).is_none() {
+    let Some(sb) = shared.dir.lookup(peer_ip) else {
         tracing::debug!(%peer, "egress proxy: no sandbox with egress at this address; closing");
         return;
-    }
+    };
+    let Some(_slot) = Slot::take(&shared, sb.name.clone()) else {
+        tracing::warn!(sandbox = %sb.name, "egress proxy: too many open connections; closing a new one");
+        return;
+    };
     if !policy::WEB_PORTS.contains(&dst.port()) {
         return tcp::relay(shared, sock, peer_ip, dst).await;
     }
@@ -142,8 +189,13 @@ async fn connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
             Ok(Ok(t)) => t,
             _ => return,
         };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = http::Conn::new(shared, peer_ip, dst, Some(host));
-    http::serve(Box::pin(tls), conn).await
+    if h2 {
+        http::serve_h2(Box::pin(tls), conn).await
+    } else {
+        http::serve(Box::pin(tls), conn).await
+    }
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4.

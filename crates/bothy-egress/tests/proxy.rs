@@ -354,7 +354,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hello db");
     drop(s);
-    bothy_testkit_wait(&dir, 1).await;
+    wait_for_log(&dir, 1).await;
 
     // Same port, a host the policy does not name (default allow covers 80/443 only): closed.
     dir.hosts
@@ -368,7 +368,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
         .await
         .expect("a refused connection is closed, not left hanging");
     assert!(matches!(n, Ok(0) | Err(_)));
-    bothy_testkit_wait(&dir, 2).await;
+    wait_for_log(&dir, 2).await;
     let log = dir.log();
     assert_eq!(log[0].scheme, "tcp");
     assert_eq!(log[0].decision, EgressDecision::Allowed);
@@ -378,7 +378,7 @@ async fn raw_tcp_only_where_host_and_port_are_named() {
 }
 
 /// Waits until the directory holds `n` log entries (they are recorded when connections end).
-async fn bothy_testkit_wait(dir: &TestDir, n: usize) {
+async fn wait_for_log(dir: &TestDir, n: usize) {
     for _ in 0..200 {
         if dir.log().len() >= n {
             return;
@@ -386,4 +386,100 @@ async fn bothy_testkit_wait(dir: &TestDir, n: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("log has {} entries, want {n}", dir.log().len());
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_forwarded() {
+    let w = world(|u| EgressPolicy {
+        deny: vec!["*.evil.test".into()],
+        rules: vec![auth_rule(
+            "api.example.test",
+            format!("https://127.0.0.1:{}", u.addr.port()),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = (*w.client).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::try_from("api.example.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |uri: &str| {
+        hyper::Request::get(uri)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    // Two concurrent streams on the one connection.
+    let (a, b) = tokio::join!(
+        h2.send_request(req("https://api.example.test/h2/a")),
+        h2.clone()
+            .send_request(req("https://api.example.test/h2/b"))
+    );
+    for (r, path) in [(a.unwrap(), "/h2/a"), (b.unwrap(), "/h2/b")] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), hyper::Version::HTTP_2);
+        let seen = json(&r.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(seen["path"], path);
+        assert_eq!(seen["host"], "api.example.test");
+        assert_eq!(seen["authorization"], "Bearer s3cret-value-42");
+    }
+    // A request for another host on this connection is refused (the connection is for its SNI).
+    let r = h2.send_request(req("https://x.evil.test/")).await.unwrap();
+    assert_eq!(r.status(), 421);
+}
+
+#[tokio::test]
+async fn a_sandbox_cannot_hold_more_connections_than_its_share() {
+    let dir = TestDir::new(EgressPolicy::default());
+    let ca = Arc::new(Ca::ephemeral().unwrap());
+    let client = client_config(&[ca.cert_der().unwrap()]);
+    let (proxy, _t) = start_proxy_with(
+        dir.clone(),
+        ca,
+        bothy_egress::ProxyOptions {
+            dst: bothy_egress::DstSource::Fixed("203.0.113.7:443".parse().unwrap()),
+            max_connections_per_sandbox: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = https_client(proxy, "a.example.test", client.clone())
+        .await
+        .unwrap();
+    let _b = https_client(proxy, "b.example.test", client.clone())
+        .await
+        .unwrap();
+    assert!(
+        https_client(proxy, "c.example.test", client.clone())
+            .await
+            .is_err(),
+        "a third connection is closed"
+    );
+    drop(a);
+    // Once one closes, there is room again.
+    let mut ok = false;
+    for _ in 0..100 {
+        if https_client(proxy, "d.example.test", client.clone())
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok);
 }

@@ -53,6 +53,8 @@ pub struct SandboxRecord {
     /// The snapshot the sandbox's state descends from (its last snapshot, or the one it was
     /// forked or restored from).
     pub parent_snapshot: Option<String>,
+    /// Push the disk to the blob store on every sleep.
+    pub persist: bool,
 }
 
 /// A layer made by a snapshot (or imported from a blob store): garbage-collected once no
@@ -243,6 +245,9 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL
     );
 "#,
+    r#"
+    ALTER TABLE sandboxes ADD COLUMN persist INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -303,7 +308,7 @@ fn restrict_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
-const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot";
+const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot, persist";
 
 fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxRecord>> {
     let name: String = row.get(0)?;
@@ -335,6 +340,7 @@ fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxR
             },
             layers: serde_json::from_str(&layers).map_err(|e| corrupt(e.to_string()))?,
             parent_snapshot: row.get(11)?,
+            persist: row.get(12)?,
         })
     })();
     Ok(parsed)
@@ -368,7 +374,7 @@ impl MetaStore for SqliteStore {
         let conn = self.conn();
         let n = conn.execute(
             &format!(
-                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                "INSERT OR IGNORE INTO sandboxes ({SANDBOX_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ),
             params![
                 r.name.as_str(),
@@ -383,6 +389,7 @@ impl MetaStore for SqliteStore {
                 r.runtime.map(|x| x.start_time as i64),
                 serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
                 r.parent_snapshot,
+                r.persist,
             ],
         )?;
         Ok(n == 1)
@@ -636,7 +643,7 @@ fn update_sandbox(conn: &Connection, r: &SandboxRecord) -> Result<()> {
     conn.execute(
         "UPDATE sandboxes SET image=?2, state=?3, env=?4, sleep_after_secs=?5, keep_alive=?6, \
          created_at_ms=?7, last_activity_ms=?8, pid=?9, start_time=?10, layers=?11, \
-         parent_snapshot=?12 WHERE name=?1",
+         parent_snapshot=?12, persist=?13 WHERE name=?1",
         params![
             r.name.as_str(),
             r.image,
@@ -650,6 +657,7 @@ fn update_sandbox(conn: &Connection, r: &SandboxRecord) -> Result<()> {
             r.runtime.map(|x| x.start_time as i64),
             serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
             r.parent_snapshot,
+            r.persist,
         ],
     )?;
     Ok(())
@@ -750,6 +758,7 @@ mod tests {
             runtime: None,
             layers: vec![],
             parent_snapshot: None,
+            persist: false,
         }
     }
 

@@ -65,6 +65,8 @@ pub struct Options {
     pub idle_check_ms: u64,
     /// Extra arguments for `bothy serve`.
     pub extra_args: Vec<String>,
+    /// Extra environment for `bothy serve` (e.g. blob store credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             tcp_token: None,
             idle_check_ms: 200,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl TestDaemon {
             .arg("--idle-check-ms")
             .arg(self.opts.idle_check_ms.to_string())
             .args(&self.opts.extra_args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env_remove("BOTHY_TOKEN")
             .stdin(Stdio::null())

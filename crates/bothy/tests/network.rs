@@ -814,7 +814,11 @@ async fn links_survive_daemon_restarts() {
         network: Some(NetworkConfig {
             mode: NetworkMode::Proxy,
             policy: EgressPolicy {
-                rules: vec![rule("api.example.test", &format!("http://127.0.0.1:{up}"), &[])],
+                rules: vec![rule(
+                    "api.example.test",
+                    &format!("http://127.0.0.1:{up}"),
+                    &[],
+                )],
                 ..Default::default()
             },
         }),
@@ -825,7 +829,10 @@ async fn links_survive_daemon_restarts() {
     let before = d.client.get_network("r").await.unwrap().address;
     let pid = d.client.get_sandbox("r").await.unwrap().pid;
     let curl = "curl -sSf -m 10 http://api.example.test/x";
-    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+    assert_eq!(
+        probe(&d, "r", curl).await,
+        (0, "hello from upstream\n".into())
+    );
 
     // Graceful stop (the firewall table is closed, not removed: the sandbox outlives the
     // daemon) and start: the sandbox keeps running, the new daemon finds its link again.
@@ -833,11 +840,17 @@ async fn links_survive_daemon_restarts() {
     d.restart().await;
     assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
     assert_eq!(d.client.get_network("r").await.unwrap().address, before);
-    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+    assert_eq!(
+        probe(&d, "r", curl).await,
+        (0, "hello from upstream\n".into())
+    );
 
     // kill -9: same, and the firewall table left behind is replaced.
     d.kill9();
     d.restart().await;
     assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
-    assert_eq!(probe(&d, "r", curl).await, (0, "hello from upstream\n".into()));
+    assert_eq!(
+        probe(&d, "r", curl).await,
+        (0, "hello from upstream\n".into())
+    );
 }

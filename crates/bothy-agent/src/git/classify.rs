@@ -113,6 +113,8 @@ mod tests {
             ErrorCode::GitFailed
         );
         assert_eq!(c(""), ErrorCode::GitFailed);
-        assert!(failure("u", b"a\rb\rc\nfatal: x\n").message.contains("fatal: x"));
+        assert!(failure("u", b"a\rb\rc\nfatal: x\n")
+            .message
+            .contains("fatal: x"));
     }
 }

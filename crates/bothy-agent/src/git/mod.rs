@@ -96,7 +96,9 @@ impl Plan {
             return Err(AgentError::invalid("url is required"));
         }
         if url.starts_with('-') || url.contains(['\0', '\n']) {
-            return Err(AgentError::invalid(format!("{url:?} is not a repository URL")));
+            return Err(AgentError::invalid(format!(
+                "{url:?} is not a repository URL"
+            )));
         }
         let lower = url.to_ascii_lowercase();
         let scheme_ok = ["https://", "http://", "ssh://", "git://"]
@@ -119,7 +121,9 @@ impl Plan {
         let dir = match &req.dir {
             Some(d) => d.clone(),
             None => default_dir(url).ok_or_else(|| {
-                AgentError::invalid(format!("cannot tell a directory name from {url:?}; give `dir`"))
+                AgentError::invalid(format!(
+                    "cannot tell a directory name from {url:?}; give `dir`"
+                ))
             })?,
         };
         let dir = bothy_api::path::normalize(&dir)?;
@@ -298,9 +302,10 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(f(tx));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(b), rx))
-    })
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
 }
 
 /// Whether `prog` is an executable file in one of `path`'s directories.
@@ -328,7 +333,13 @@ mod tests {
     fn plans_refuse_dangerous_input() {
         assert!(Plan::new(&req("https://h/r.git")).is_ok());
         assert!(Plan::new(&req("git@h:o/r.git")).is_ok());
-        for bad in ["", "--upload-pack=sh", "ext::sh -c x", "file:///etc", "/etc/passwd"] {
+        for bad in [
+            "",
+            "--upload-pack=sh",
+            "ext::sh -c x",
+            "file:///etc",
+            "/etc/passwd",
+        ] {
             assert!(Plan::new(&req(bad)).is_err(), "{bad}");
         }
         let mut r = req("https://h/r.git");

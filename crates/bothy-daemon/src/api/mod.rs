@@ -1,6 +1,7 @@
 //! The public HTTP API: routes and thin handlers over [`crate::manager::Manager`].
 
 mod backups;
+mod blobs;
 mod health;
 mod images;
 mod network;
@@ -69,6 +70,14 @@ pub fn router(state: AppState) -> Router {
             get(backups::get).delete(backups::delete),
         )
         .route("/v1/backups/{id}/restore", post(backups::restore))
+        .route("/v1/snapshots/{id}/export", post(blobs::export))
+        .route(
+            "/v1/snapshots/import",
+            post(blobs::import)
+                .get(blobs::get_named_import)
+                .delete(blobs::delete_named_import),
+        )
+        .route("/v1/sandboxes/{name}/evict", post(blobs::evict))
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY));
     // Everything else under a sandbox goes to its agent, streamed and without a size limit
     // here (the agent bounds what it buffers).

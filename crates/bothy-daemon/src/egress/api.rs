@@ -117,12 +117,16 @@ async fn log(
     Query(q): Query<LogQuery>,
 ) -> Result<Json<EgressLog>, DaemonError> {
     let name = parse_name(&name)?;
-    match s.manager.store.get_sandbox(&name) {
-        Ok(Some(_)) => {}
+    let created_at_ms = match s.manager.store.get_sandbox(&name) {
+        Ok(Some(rec)) => rec.created_at_ms,
         Ok(None) => return Err(DaemonError::not_found(&name)),
         Err(e) => return Err(DaemonError::internal("read sandbox record", &e)),
-    }
+    };
     let mut entries = s.egress.logs.get(&name);
+    // A sandbox destroyed and created again under the same name starts with an empty log
+    // (the times are fixed-width RFC 3339, so they compare as strings).
+    let since = bothy_api::time::rfc3339_ms(created_at_ms);
+    entries.retain(|e| e.time >= since);
     if let Some(n) = q.limit {
         let skip = entries.len().saturating_sub(n);
         entries.drain(..skip);

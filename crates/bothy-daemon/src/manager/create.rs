@@ -77,6 +77,10 @@ impl Manager {
                 changed |= k != rec.keep_alive;
                 rec.keep_alive = k;
             }
+            if let Some(p) = spec.persist {
+                changed |= p != rec.persist;
+                rec.persist = p;
+            }
             if changed {
                 self.save(&slot, rec.clone())?;
             }
@@ -119,6 +123,7 @@ impl Manager {
             runtime: None,
             layers: Vec::new(),
             parent_snapshot: None,
+            persist: spec.persist.unwrap_or(false),
         };
         let inserted = self
             .store

@@ -33,6 +33,7 @@ fn record(name: &SandboxName, snap: &SnapshotRecord, spec: &CreateSandbox) -> Sa
         runtime: None,
         layers: snap.layers.clone(),
         parent_snapshot: Some(snap.id.clone()),
+        persist: spec.persist.unwrap_or(false),
     }
 }
 
@@ -67,7 +68,11 @@ impl Manager {
             rec
         };
         match self.start_locked(&slot, rec).await {
-            Ok(_) => {
+            Ok(running) => {
+                // The snapshot's /etc/resolv.conf may predate proxy mode.
+                if self.net.addr_of(name).is_some() {
+                    self.write_resolv_conf(&running).await;
+                }
                 let rec = slot.record().expect("saved by start");
                 let mut info = self.to_info(&slot, &rec, None);
                 info.created = Some(true);

@@ -11,6 +11,7 @@
 
 pub mod create;
 pub mod destroy;
+pub mod evict;
 pub mod exit_watch;
 pub mod fork;
 pub mod idle;
@@ -53,6 +54,8 @@ pub struct Manager {
     pub(crate) layers_lock: tokio::sync::Mutex<()>,
     /// Snapshot chains longer than this are flattened into one layer.
     max_layer_depth: AtomicUsize,
+    /// Blob stores for export, import, evict and persist.
+    pub(crate) blobs: crate::blobs::BlobStores,
 }
 
 /// Default of `--max-layer-depth`.
@@ -146,6 +149,7 @@ impl Manager {
         limits: Limits,
         net: Arc<crate::net::Network>,
     ) -> Arc<Self> {
+        let layout_for_blobs = layout.clone();
         Arc::new(Self {
             store,
             runtime,
@@ -157,6 +161,7 @@ impl Manager {
             slots: Mutex::new(HashMap::new()),
             layers_lock: tokio::sync::Mutex::new(()),
             max_layer_depth: AtomicUsize::new(DEFAULT_MAX_LAYER_DEPTH),
+            blobs: crate::blobs::BlobStores::new(&layout_for_blobs),
         })
     }
 
@@ -350,6 +355,8 @@ impl Manager {
                 .ok()
                 .map(|c| self.network_info(&rec.name, c)),
             created: None,
+            evicted: crate::blobs::evict::is_evicted(&self.layout, &rec.name),
+            persist: rec.persist,
         }
     }
 

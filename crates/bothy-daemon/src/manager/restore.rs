@@ -27,6 +27,9 @@ impl Manager {
             self.forget_slot(name);
             return Err(DaemonError::not_found(name));
         };
+        // An evicted disk comes back first, so the crash-safe swap below has a disk to set
+        // aside (and an interrupted restore rolls back to it).
+        self.pull_back_if_evicted(name).await?;
         let layers = self.layers_lock.lock().await;
         let snap = self.get_snapshot(snapshot)?;
         if snap.image != rec.image {

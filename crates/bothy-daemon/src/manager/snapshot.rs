@@ -34,6 +34,8 @@ impl Manager {
             self.forget_slot(name);
             return Err(DaemonError::not_found(name));
         };
+        // An evicted disk comes back first: a snapshot of it must hold its files.
+        self.pull_back_if_evicted(name).await?;
         let _layers = self.layers_lock.lock().await;
         if let Some(n) = &req.name {
             if self

@@ -23,6 +23,7 @@ impl Manager {
     ) -> Result<Running, DaemonError> {
         let image = self.images.get(&rec.image)?;
         let network = self.network_of(&rec.name)?;
+        self.pull_back_if_evicted(&rec.name).await?;
         let dirs = self.layout.sandbox(&rec.name);
         let mut overlays = self.images.overlays(&image, &rec.layers, &dirs)?;
         crate::egress::trust::add_layer(&mut overlays, &self.layout);

@@ -61,6 +61,7 @@ impl Manager {
             rec.runtime = None;
             rec.last_activity_ms = rec.last_activity_ms.max(slot.last_activity_ms());
             self.save(slot, rec)?;
+            self.persist_after_sleep(slot).await;
         }
         Ok(())
     }

@@ -51,10 +51,12 @@ impl Rules {
             proxy_port,
             dns_port,
         } = self;
+        let comment = owner_comment(*group);
         format!(
             r#"table inet {table} {{}}
 delete table inet {table}
 table inet {table} {{
+    comment "{comment}"
     chain guard {{
         type filter hook prerouting priority raw; policy accept;
         iifgroup {group} meta nfproto != ipv4 drop
@@ -84,10 +86,12 @@ table inet {table} {{
     /// The ruleset left behind at shutdown: sandbox links closed, nothing redirected.
     pub fn closed(&self) -> String {
         let Rules { table, group, .. } = self;
+        let comment = owner_comment(*group);
         format!(
             r#"table inet {table} {{}}
 delete table inet {table}
 table inet {table} {{
+    comment "{comment}"
     chain guard {{
         type filter hook prerouting priority raw; policy accept;
         iifgroup {group} drop
@@ -116,6 +120,86 @@ table inet {table} {{
             self.table
         ))
     }
+}
+
+/// The comment that says which daemon owns a table: `bothy daemon pid=P group=G`.
+fn owner_comment(group: u32) -> String {
+    format!("bothy daemon pid={} group={group}", std::process::id())
+}
+
+/// Tables of `inet` family named `bothy*` with their owner comment's pid and group.
+fn parse_owned_tables(ruleset: &str) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in ruleset.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("table inet ") {
+            current = rest
+                .trim_end_matches('{')
+                .trim()
+                .strip_prefix("bothy")
+                .map(|s| format!("bothy{s}"));
+        } else if let (Some(t), Some(c)) = (&current, l.strip_prefix("comment \"bothy daemon ")) {
+            let field = |k: &str| {
+                c.split([' ', '"'])
+                    .find_map(|kv| kv.strip_prefix(k))
+                    .and_then(|v| v.parse::<u32>().ok())
+            };
+            if let (Some(pid), Some(group)) = (field("pid="), field("group=")) {
+                out.push((t.clone(), pid, group));
+            }
+        }
+    }
+    out
+}
+
+/// Removes tables left by daemons that are gone (killed, so they could not remove their own)
+/// and whose links are gone too: a table that still guards a live sandbox link is kept, even if
+/// its daemon died (that sandbox must stay closed). Tables without an owner comment are left
+/// alone. Returns how many were removed.
+pub fn remove_stale(own_table: &str) -> usize {
+    let Ok(out) = Command::new("nft")
+        .args(["list", "ruleset"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let groups_in_use = link_groups();
+    let mut removed = 0;
+    for (table, pid, group) in parse_owned_tables(&text) {
+        if table == own_table || groups_in_use.contains(&group) || process_alive(pid) {
+            continue;
+        }
+        if nft(&format!(
+            "table inet {table} {{}}\ndelete table inet {table}\n"
+        ))
+        .is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Interface groups of the links in the daemon's (host) namespace.
+fn link_groups() -> std::collections::HashSet<u32> {
+    let mut out = std::collections::HashSet::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        for e in rd.flatten() {
+            if let Ok(g) = std::fs::read_to_string(e.path().join("netdev_group")) {
+                if let Ok(g) = g.trim().parse::<u32>() {
+                    out.insert(g);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Whether `nft` can be run at all.
@@ -198,6 +282,18 @@ mod tests {
         assert_ne!(group_for("a"), group_for("b"));
         assert_ne!(group_for("bothy"), 0);
         assert_eq!(group_for("bothy"), group_for("bothy"));
+    }
+
+    #[test]
+    fn owned_tables_are_parsed() {
+        let text = "table inet bothy {\n\tcomment \"bothy daemon pid=42 group=7\"\n\tchain guard {\n\t}\n}\ntable inet other {\n\tcomment \"bothy daemon pid=1 group=2\"\n}\ntable inet bothy_t_1 {\n\tcomment \"bothy daemon pid=43 group=8\"\n}\ntable inet bothy_old {\n}\n";
+        assert_eq!(
+            parse_owned_tables(text),
+            vec![
+                ("bothy".to_string(), 42, 7),
+                ("bothy_t_1".to_string(), 43, 8)
+            ]
+        );
     }
 
     #[test]

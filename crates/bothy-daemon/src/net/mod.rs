@@ -205,6 +205,10 @@ impl Network {
             Err(e) => unavailable = Some(e.to_string()),
             Ok(()) => {
                 let l = bind_listeners(gateway)?;
+                let stale = firewall::remove_stale(&table);
+                if stale > 0 {
+                    tracing::info!(stale, "removed firewall tables of daemons that are gone");
+                }
                 let r = firewall::Rules {
                     table,
                     group,

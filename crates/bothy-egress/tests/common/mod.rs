@@ -280,13 +280,22 @@ pub async fn start_proxy(
     dst: SocketAddr,
     extra_roots: Vec<CertificateDer<'static>>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let opts = bothy_egress::ProxyOptions {
         extra_roots,
         dst: bothy_egress::DstSource::Fixed(dst),
         ..Default::default()
     };
+    start_proxy_with(dir, ca, opts).await
+}
+
+/// Starts the proxy on a fresh loopback port with `opts`.
+pub async fn start_proxy_with(
+    dir: Arc<dyn Directory>,
+    ca: Arc<bothy_egress::Ca>,
+    opts: bothy_egress::ProxyOptions,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         bothy_egress::serve(l, dir, ca, opts).await.unwrap();
     });

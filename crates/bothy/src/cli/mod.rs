@@ -4,6 +4,7 @@
 
 mod agent;
 mod backup;
+mod blobs;
 mod cp;
 mod egress;
 mod exec;
@@ -87,12 +88,6 @@ enum Command {
     /// Sessions: named contexts whose cwd and environment carry over (`exec --session`).
     #[command(subcommand)]
     Session(session::Command),
-    /// Snapshot a sandbox (`bothy snapshot NAME [--name N]`), or `snapshot ls|rm|info`.
-    Snapshot(snapshot::SnapshotArgs),
-    /// Create a sandbox from a snapshot (`--count K`: K of them, NEW-1 … NEW-K).
-    Fork(snapshot::ForkArgs),
-    /// Put a sandbox back to a snapshot's state.
-    Restore(snapshot::RestoreArgs),
     /// Back up a directory of a sandbox (`bothy backup demo /workspace --exclude node_modules`),
     /// or list (`ls`) / delete (`rm ID`) backups.
     Backup(backup::Args),
@@ -108,6 +103,18 @@ enum Command {
     /// git inside a sandbox: `bothy git clone NAME URL [DIR]`.
     #[command(subcommand)]
     Git(git::Command),
+    /// Export a snapshot to a blob store; prints the manifest digest to import it elsewhere.
+    Export(blobs::ExportArgs),
+    /// Import a snapshot from a blob store by its manifest digest; prints its id.
+    Import(blobs::ImportArgs),
+    /// Move a sandbox's disk to a blob store (it sleeps; its next request pulls it back).
+    Evict(blobs::EvictArgs),
+    /// Snapshot a sandbox (`bothy snapshot NAME [--name N]`), or `snapshot ls|rm|info`.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Create a sandbox from a snapshot (`--count K`: K of them, NEW-1 … NEW-K).
+    Fork(snapshot::ForkArgs),
+    /// Put a sandbox back to a snapshot's state.
+    Restore(snapshot::RestoreArgs),
     /// Show whether the daemon is up (optionally wait for it).
     Status(sandbox::StatusArgs),
     /// The in-sandbox agent (run by the runtime as each sandbox's PID 1).
@@ -181,15 +188,18 @@ async fn run_client(cmd: Command, c: bothy_client::Client) -> anyhow::Result<i32
         Command::Ports(a) => processes::ports(&c, a.name, a.out).await,
         Command::Unexpose(a) => processes::unexpose(&c, a).await,
         Command::Session(a) => session::run(&c, a).await,
-        Command::Snapshot(a) => snapshot::snapshot(&c, a).await,
-        Command::Fork(a) => snapshot::fork(&c, a).await,
-        Command::Restore(a) => snapshot::restore(&c, a).await,
         Command::Backup(a) => backup::run(&c, a).await,
         Command::RestoreBackup(a) => backup::restore(&c, a).await,
         Command::Secret(a) => egress::secret(&c, a).await,
         Command::EgressLog(a) => egress::log(&c, a).await,
         Command::Net(a) => net::run(&c, a).await,
         Command::Git(a) => git::run(&c, a).await,
+        Command::Export(a) => blobs::export(&c, a).await,
+        Command::Import(a) => blobs::import(&c, a).await,
+        Command::Evict(a) => blobs::evict(&c, a).await,
+        Command::Snapshot(a) => snapshot::snapshot(&c, a).await,
+        Command::Fork(a) => snapshot::fork(&c, a).await,
+        Command::Restore(a) => snapshot::restore(&c, a).await,
         Command::Serve(_) | Command::Agent(_) => unreachable!("handled in main"),
     }
 }

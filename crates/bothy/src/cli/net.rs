@@ -56,7 +56,9 @@ pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
             show(&info, a.out.json);
             Ok(0)
         }
-        (None, None) => anyhow::bail!("usage: bothy net NAME | bothy net set NAME [--mode proxy|none] ..."),
+        (None, None) => {
+            anyhow::bail!("usage: bothy net NAME | bothy net set NAME [--mode proxy|none] ...")
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub struct GetArgs {
     /// Network mode of a new sandbox: `proxy` (default where the host supports it) or `none`.
     #[arg(long, value_parser = ["proxy", "none"])]
     pub net: Option<String>,
+    /// Push the sandbox's disk to the daemon's blob store each time it sleeps.
+    #[arg(long)]
+    pub persist: bool,
     #[command(flatten)]
     pub out: JsonFlag,
 }
@@ -124,6 +127,7 @@ pub async fn get(c: &Client, a: GetArgs) -> anyhow::Result<i32> {
             },
             policy: Default::default(),
         }),
+        persist: a.persist.then_some(true),
     };
     let info = c.put_sandbox(&a.name, &spec).await?;
     if a.out.json {

@@ -29,9 +29,9 @@ pub struct Args {
     /// is taken (reads stay fast; the flattening copies the state once).
     #[arg(long, default_value_t = bothy_daemon::manager::DEFAULT_MAX_LAYER_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     max_layer_depth: usize,
-    /// Where directory backups are stored: a directory, or
-    /// `s3://BUCKET[/PREFIX]?endpoint=URL` (credentials from AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY). Default DATA_DIR/blobs.
+    /// Where directory backups are stored, if not in the default blob store (`--blob-store`):
+    /// a directory, or `s3://BUCKET[/PREFIX]?endpoint=URL` (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "BOTHY_BACKUP_STORE")]
     backup_store: Option<String>,
     /// How often expired backups are removed, in milliseconds.
@@ -49,6 +49,11 @@ pub struct Args {
     /// the egress proxy).
     #[arg(long, default_value = "198.18.0.0/15")]
     net_synthetic: bothy_daemon::net::Ipv4Net,
+    /// Blob store for export/import/evict/persist (repeatable; the first is the default):
+    /// an absolute directory, or `s3://BUCKET[/PREFIX]?endpoint=URL[&region=R]` with
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Default: DATA_DIR/blobs.
+    #[arg(long = "blob-store", env = "BOTHY_BLOB_STORE", value_delimiter = ',')]
+    blob_stores: Vec<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -64,6 +69,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.egress_extra_ca = a.egress_extra_ca;
     cfg.net_pool = a.net_pool;
     cfg.net_synthetic = a.net_synthetic;
+    cfg.blob_stores = a.blob_stores;
     cfg.idle_check = std::time::Duration::from_millis(a.idle_check_ms.max(50));
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("bothy serve must run as root (it creates namespaces, mounts and cgroups)");
