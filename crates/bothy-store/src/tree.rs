@@ -118,9 +118,16 @@ pub fn merge_layers(layers: &[PathBuf], dst: &Path) -> Result<CopyStats> {
 /// set from user space and changes with every write, chmod, chown, xattr, link or rename; an
 /// entry whose ctime is within [`FRESH`] of the moment it was seen is not trusted (a coarse
 /// clock tick could hide a later change) and is copied again.
+///
+/// The first pass reads a tree the sandbox is changing, so it never lets the sandbox steer it
+/// out of the tree: directories and files are opened relative to the tree's root with
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and checked to be the inode that was listed,
+/// and file data is read up to the size seen (a file swapped for a symlink to `/dev/zero` or to a
+/// host directory is refused, not followed). Anything refused is simply left to the frozen pass.
 pub struct LiveCopy {
     src: PathBuf,
     dst: PathBuf,
+    root: std::os::fd::OwnedFd,
     seen: HashMap<PathBuf, (u64, i64, i64)>,
     pub stats: CopyStats,
 }
@@ -136,9 +143,17 @@ impl LiveCopy {
     /// First pass, while `src` may change. `dst` must not exist. Entries that change or vanish
     /// under it are left for [`LiveCopy::finish`].
     pub fn precopy(src: &Path, dst: &Path) -> Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let root = rustix::fs::open(
+            src,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno("open", src))?;
         let mut lc = Self {
             src: src.to_path_buf(),
             dst: dst.to_path_buf(),
+            root,
             seen: HashMap::new(),
             stats: CopyStats::default(),
         };
@@ -148,7 +163,7 @@ impl LiveCopy {
             .create(dst)
             .map_err(err("create directory", dst))?;
         let mut c = Copier::default();
-        lc.pre_dir(&mut c, Path::new(""))?;
+        lc.pre_dir(&mut c, Path::new(""), md.ino())?;
         lc.record(Path::new(""), &md);
         lc.stats = c.stats;
         Ok(lc)
@@ -164,9 +179,44 @@ impl LiveCopy {
         }
     }
 
-    fn pre_dir(&mut self, c: &mut Copier, rel: &Path) -> Result<()> {
+    /// Opens `rel` inside the tree without following any symlink or leaving the tree, and
+    /// checks it is inode `ino`.
+    fn open_beneath(&self, rel: &Path, flags: rustix::fs::OFlags, ino: u64) -> Result<fs::File> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let p = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let path = self.src.join(rel);
+        let fd = rustix::fs::openat2(
+            &self.root,
+            p,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH
+                | ResolveFlags::NO_SYMLINKS
+                | ResolveFlags::NO_MAGICLINKS
+                | ResolveFlags::NO_XDEV,
+        )
+        .map_err(errno("open", &path))?;
+        let st = rustix::fs::fstat(&fd).map_err(errno("stat", &path))?;
+        if st.st_ino != ino {
+            return Err(err("open", &path)(io::Error::other("changed while copied")));
+        }
+        Ok(fs::File::from(fd))
+    }
+
+    fn pre_dir(&mut self, c: &mut Copier, rel: &Path, ino: u64) -> Result<()> {
+        use rustix::fs::OFlags;
         let sdir = self.src.join(rel);
-        for e in fs::read_dir(&sdir).map_err(err("read directory", &sdir))? {
+        let dir = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, ino)?;
+        // Listed through the open descriptor: the directory that was checked, wherever it is.
+        let listing = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ));
+        for e in fs::read_dir(&listing).map_err(err("read directory", &sdir))? {
             let Ok(e) = e else { continue };
             let r = rel.join(e.file_name());
             let (s, d) = (self.src.join(&r), self.dst.join(&r));
@@ -178,7 +228,10 @@ impl LiveCopy {
                     .mode(0o700)
                     .create(&d)
                     .map_err(err("create directory", &d))
-                    .and_then(|()| self.pre_dir(c, &r))
+                    .and_then(|()| self.pre_dir(c, &r, md.ino()))
+            } else if md.is_file() {
+                self.open_beneath(&r, OFlags::RDONLY, md.ino())
+                    .and_then(|f| c.copy_file(f, &s, &d, &md))
             } else {
                 c.copy_node(&s, &d, &md)
             };
@@ -326,6 +379,34 @@ impl Copier {
                 md.rdev(),
             )
             .map_err(errno("create node", dst))?;
+        }
+        apply_meta(src, dst, md)
+    }
+
+    /// Copies an opened regular file (at most the `md.len()` bytes seen), keeping hardlinks.
+    fn copy_file(
+        &mut self,
+        from: fs::File,
+        src: &Path,
+        dst: &Path,
+        md: &fs::Metadata,
+    ) -> Result<()> {
+        self.stats.entries += 1;
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                return fs::hard_link(first, dst).map_err(err("link", dst));
+            }
+        }
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)
+            .map_err(err("create", dst))?;
+        self.stats.bytes +=
+            io::copy(&mut io::Read::take(from, md.len()), &mut to).map_err(err("copy", src))?;
+        if md.nlink() > 1 {
+            self.links.insert((md.dev(), md.ino()), dst.to_path_buf());
         }
         apply_meta(src, dst, md)
     }
@@ -602,6 +683,32 @@ mod tests {
         assert_eq!(describe(&src), describe(&dst));
         assert!(stats.bytes > 0);
         assert_eq!(fs::read(dst.join("a/b/f1-link")).unwrap(), b"via one link");
+    }
+
+    #[test]
+    fn the_first_pass_never_follows_symlinks_out_of_the_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/f"), b"x").unwrap();
+        let lc = LiveCopy::precopy(&src, &t.path().join("dst")).unwrap();
+        // As if the sandbox swapped entries for symlinks after they were listed.
+        let etc = fs::metadata("/etc").unwrap().ino();
+        std::os::unix::fs::symlink("/etc", src.join("evil")).unwrap();
+        let dir = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        assert!(lc.open_beneath(Path::new("evil"), dir, etc).is_err());
+        let passwd = fs::metadata("/etc/passwd").unwrap().ino();
+        let file = rustix::fs::OFlags::RDONLY;
+        assert!(lc
+            .open_beneath(Path::new("evil/passwd"), file, passwd)
+            .is_err());
+        std::os::unix::fs::symlink("/dev/zero", src.join("zero")).unwrap();
+        let zero = fs::metadata("/dev/zero").unwrap().ino();
+        assert!(lc.open_beneath(Path::new("zero"), file, zero).is_err());
+        // A different inode at the same name is refused too.
+        let f = fs::metadata(src.join("d/f")).unwrap().ino();
+        assert!(lc.open_beneath(Path::new("d/f"), file, f).is_ok());
+        assert!(lc.open_beneath(Path::new("d/f"), file, f + 1).is_err());
     }
 
     #[test]

@@ -277,6 +277,72 @@ async fn snapshot_while_a_process_writes() {
     }
 }
 
+/// Abuse: while its snapshot is copied, a sandbox keeps swapping entries for symlinks to `/`
+/// and `/dev/zero` (which, seen from the host, are the host's). The copy must neither follow
+/// them (copying the host, or reading forever) nor fail; the snapshot holds the symlinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_cannot_steer_the_snapshot_copy_out_of_its_layer() {
+    let Some(d) = TestDaemon::start(BIN).await else {
+        return;
+    };
+    d.client
+        .put_sandbox("evil", &CreateSandbox::default())
+        .await
+        .unwrap();
+    run(
+        &d,
+        "evil",
+        "mkdir -p /workspace/t && for i in $(seq 1 300); do echo $i > /workspace/t/f$i; done",
+    )
+    .await;
+    d.client
+        .start_process(
+            "evil",
+            &ProcessStart {
+                id: Some("swapper".into()),
+                shell: Some(
+                    "cd /workspace/t; while true; do for i in $(seq 1 300); do                      rm -rf f$i; ln -s / f$i; rm -f f$i; ln -s /dev/zero f$i; rm -f f$i;                      mkdir f$i; rmdir f$i; echo $i > f$i; done; done"
+                        .into(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let s = tokio::time::timeout(
+            Duration::from_secs(60),
+            d.client.create_snapshot("evil", None),
+        )
+        .await
+        .expect("snapshot did not finish: the copy followed a symlink")
+        .unwrap();
+        assert!(
+            s.size_bytes < 10 << 20,
+            "{} bytes copied: host files got in",
+            s.size_bytes
+        );
+        assert!(t.elapsed() < Duration::from_secs(30));
+        // Whatever each entry was at the freeze, it is that in the layer: no host content.
+        let layer = d
+            .data_dir()
+            .join("layers")
+            .join(&s.id)
+            .join("root/workspace/t");
+        for e in std::fs::read_dir(&layer).unwrap() {
+            let e = e.unwrap();
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            if md.is_file() {
+                assert!(md.len() < 8, "{:?} has {} bytes", e.path(), md.len());
+            } else if md.is_dir() {
+                assert_eq!(std::fs::read_dir(e.path()).unwrap().count(), 0);
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sleep_wake_snapshot_cycles_lose_nothing() {
     // A small depth so that flattening happens several times along the way.
