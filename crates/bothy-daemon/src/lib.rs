@@ -12,8 +12,8 @@
 
 pub mod agent_conn;
 pub mod api;
-pub mod backups;
 pub mod auth;
+pub mod backups;
 pub mod blobs;
 pub mod config;
 pub mod egress;

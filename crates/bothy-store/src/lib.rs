@@ -8,7 +8,7 @@
 pub mod images;
 pub mod layout;
 pub mod meta;
-pub mod tree;
 pub mod secrets;
+pub mod tree;
 
 pub use layout::Layout;

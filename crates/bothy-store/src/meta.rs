@@ -493,7 +493,8 @@ impl MetaStore for SqliteStore {
 
     fn get_network(&self, name: &SandboxName) -> Result<Option<NetworkConfig>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
+        let mut st =
+            conn.prepare_cached("SELECT config FROM sandbox_network WHERE sandbox = ?1")?;
         let Some(json) = st
             .query_row([name.as_str()], |r| r.get::<_, String>(0))
             .optional()?
@@ -828,7 +829,10 @@ mod tests {
         assert_eq!(s.get_network(&r.name).unwrap(), Some(cfg.clone()));
         cfg.mode = NetworkMode::None;
         s.put_network(&r.name, &cfg).unwrap();
-        assert_eq!(s.get_network(&r.name).unwrap().unwrap().mode, NetworkMode::None);
+        assert_eq!(
+            s.get_network(&r.name).unwrap().unwrap().mode,
+            NetworkMode::None
+        );
         s.delete_sandbox(&r.name).unwrap();
         assert_eq!(s.get_network(&r.name).unwrap(), None);
     }
