@@ -654,3 +654,29 @@ async fn a_symlinked_directory_is_archived_and_restored_through_its_link() {
         .is_symlink());
     assert_eq!(std::fs::read(real2.join("a.txt")).unwrap(), b"a");
 }
+
+#[tokio::test]
+async fn a_refused_upload_is_read_before_the_error_is_sent() {
+    // A sender still writing when the agent refuses would otherwise see a broken pipe instead
+    // of the error (the daemon streams restores).
+    let app = app();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    write(&file, "x", 0o644);
+    let pulled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pulled.clone();
+    use futures_util::StreamExt;
+    let chunks = futures_util::stream::iter(0..64).map(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 64 * 1024]))
+    });
+    let query = format!("path={}", q(&file.display().to_string()));
+    let (status, v) = put_archive(&app, &query, Body::from_stream(chunks)).await;
+    assert_eq!(code(&v), "not_a_directory", "{v}");
+    assert!(status.is_client_error());
+    assert_eq!(
+        pulled.load(std::sync::atomic::Ordering::SeqCst),
+        64,
+        "the whole upload was read before the reply"
+    );
+}

@@ -162,6 +162,32 @@ enum Chunk {
 }
 
 async fn put_archive(RawQuery(raw): RawQuery, req: Request) -> Result<Response, AgentError> {
+    let mut body = req.into_body().into_data_stream();
+    let result = extract(raw, &mut body).await;
+    if result.is_err() {
+        // Read what is left of the upload before answering (bounded), so the sender gets the
+        // error instead of a broken pipe while it is still writing.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut left = DRAIN_LIMIT;
+            while let Some(Ok(chunk)) = body.next().await {
+                left = left.saturating_sub(chunk.len() as u64);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    result
+}
+
+/// How much of a refused upload is read and dropped before the error is sent.
+const DRAIN_LIMIT: u64 = 256 << 20;
+
+async fn extract(
+    raw: Option<String>,
+    body: &mut axum::body::BodyDataStream,
+) -> Result<Response, AgentError> {
     let q = ArchiveQuery::parse(raw.as_deref())?;
     let path = q.path()?;
     let limits = Limits {
@@ -188,7 +214,6 @@ async fn put_archive(RawQuery(raw): RawQuery, req: Request) -> Result<Response, 
     });
     // Pump the body into the unpacker. If this future is dropped (the client went away), the
     // sender goes without `End` and the unpacker fails as "cut off": nothing is committed.
-    let mut body = req.into_body().into_data_stream();
     let mut complete = true;
     while let Some(chunk) = body.next().await {
         let msg = match chunk {

@@ -28,6 +28,12 @@ impl Backups {
         let rec = self.live(id)?;
         let sandbox = crate::error::parse_name(&req.sandbox)?;
         let path = bothy_api::path::normalize(req.path.as_deref().unwrap_or(&rec.path))?;
+        if path == "/" {
+            return Err(DaemonError::new(
+                ErrorCode::InvalidPath,
+                "refusing to replace / (the sandbox's root); give a directory below it",
+            ));
+        }
         let key = BlobKey::new(rec.blob_key.clone())
             .map_err(|e| blob_error("read the backup's key", e))?;
 
