@@ -8,7 +8,10 @@
 //! - **proxy**: to the daemon's TCP port with the preview `Host`.
 //!
 //! Reported: median latency of a request on a new connection and on a kept-alive one,
-//! requests/s with 16 kept-alive connections, and MB/s of a large download. Run with
+//! requests/s with 16 kept-alive connections (with the CPU time the client, the upstream and
+//! the daemon spent per request), and MB/s of a large download. Everything is measured twice:
+//! with all parties free to run on any CPU, then with the daemon pinned to a CPU of its own
+//! and the client and upstream to the others (skipped on a 1-CPU machine). Run with
 //! `bench/preview-proxy` (needs root; `BENCH_UPSTREAM=python` to use python's http.server).
 
 use std::os::fd::AsFd;
@@ -23,6 +26,8 @@ use tokio::net::TcpStream;
 
 const PORT: u16 = 8123;
 const BIG: usize = 64 << 20;
+/// Downloads of `BIG` bytes per round of the download metric (their median rate is kept).
+const DOWNLOADS: usize = 8;
 
 #[derive(Clone)]
 struct Target {
@@ -78,7 +83,7 @@ enum Metric {
     KeepAlive,
     /// Requests per second over 16 kept-alive connections.
     Rps,
-    /// MB/s of a 64 MiB download.
+    /// MB/s of a 64 MiB download (median of `DOWNLOADS`).
     Download,
 }
 
@@ -137,7 +142,7 @@ async fn measure(t: Target, m: Metric) -> f64 {
         Metric::Download => {
             let mut s = connect(&t).await;
             let mut rates = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..DOWNLOADS {
                 let start = Instant::now();
                 let n = request(&mut s, &t, "/big", &mut buf).await;
                 rates.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
@@ -163,8 +168,8 @@ fn find_daemon(dir: &std::path::Path) -> i32 {
         .expect("the daemon's pid")
 }
 
-/// User + system CPU seconds used by `pid` so far.
-fn daemon_cpu_secs(pid: i32) -> f64 {
+/// User + system CPU seconds used so far by process `pid` (all its threads).
+fn process_cpu_secs(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
@@ -174,34 +179,208 @@ fn daemon_cpu_secs(pid: i32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// Runs `measure` on a thread that entered the sandbox's network namespace.
-fn measure_in_netns(netns: std::fs::File, t: Target, m: Metric) -> f64 {
+/// CPU seconds used by the calling thread so far.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Host pid of the upstream server (its command line names the benchmark port).
+fn find_upstream() -> i32 {
+    let port = PORT.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.iter().any(|a| *a == port.as_bytes())
+                    && args
+                        .iter()
+                        .any(|a| *a == b"server.js" || *a == b"http.server")
+            })
+        })
+        .expect("the upstream server's pid")
+}
+
+/// Where the parties of a measurement may run.
+#[derive(Clone)]
+struct Placement {
+    /// CPUs for the client threads (`None`: anywhere).
+    client: Option<Vec<usize>>,
+}
+
+fn cpu_set(cpus: &[usize]) -> rustix::thread::CpuSet {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    set
+}
+
+/// Pins every thread of process `pid` to `cpus` (threads it starts later inherit it).
+fn pin_process(pid: i32, cpus: &[usize]) {
+    let set = cpu_set(cpus);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        // A thread that exited meanwhile is no loss.
+        let _ = rustix::thread::sched_setaffinity(Some(tid), &set);
+    }
+}
+
+/// One measurement: its value, and the measuring thread's CPU seconds.
+struct Sample {
+    value: f64,
+    client_cpu: f64,
+}
+
+/// Runs `measure` on a thread of its own (placed per `p`), entering `netns` first if given.
+fn measure_on_thread(netns: Option<std::fs::File>, p: &Placement, t: Target, m: Metric) -> Sample {
+    let cpus = p.client.clone();
     std::thread::spawn(move || {
-        rustix::thread::move_into_link_name_space(
-            netns.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("enter the sandbox's network namespace");
-        tokio::runtime::Builder::new_current_thread()
+        if let Some(cpus) = cpus {
+            rustix::thread::sched_setaffinity(None, &cpu_set(&cpus)).expect("pin the client");
+        }
+        if let Some(netns) = netns {
+            rustix::thread::move_into_link_name_space(
+                netns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("enter the sandbox's network namespace");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap()
-            .block_on(measure(t, m))
+            .unwrap();
+        let cpu0 = thread_cpu_secs();
+        let value = rt.block_on(measure(t, m));
+        Sample {
+            value,
+            client_cpu: thread_cpu_secs() - cpu0,
+        }
     })
     .join()
     .unwrap()
 }
 
-fn measure_here(t: Target, m: Metric) -> f64 {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(measure(t, m))
-    })
-    .join()
-    .unwrap()
+/// CPU microseconds per unit of work (a request, or a megabyte) of each party, from the CPU
+/// seconds they used over `units`.
+#[derive(Default)]
+struct CpuPerUnit {
+    client: Vec<f64>,
+    upstream: Vec<f64>,
+    daemon: Vec<f64>,
+}
+
+impl CpuPerUnit {
+    fn push(&mut self, units: f64, client: f64, upstream: f64, daemon: f64) {
+        self.client.push(client / units * 1e6);
+        self.upstream.push(upstream / units * 1e6);
+        self.daemon.push(daemon / units * 1e6);
+    }
+}
+
+struct Paths {
+    direct: Target,
+    proxy: Target,
+    sandbox_pid: i32,
+    daemon_pid: i32,
+    upstream_pid: i32,
+}
+
+/// Alternates direct and proxied rounds of every metric and prints the medians.
+fn compare(paths: &Paths, p: &Placement, rounds: usize) {
+    let netns =
+        || Some(std::fs::File::open(format!("/proc/{}/ns/net", paths.sandbox_pid)).unwrap());
+    println!(
+        "{:<32} {:>12} {:>12} {:>16}",
+        "", "direct", "proxy", "difference"
+    );
+    for (m, name, unit, as_ratio) in [
+        (Metric::NewConn, "latency, new connection", "µs", false),
+        (
+            Metric::KeepAlive,
+            "latency, kept-alive connection",
+            "µs",
+            false,
+        ),
+        (Metric::Rps, "requests/s, 16 connections", "/s", true),
+        (Metric::Download, "download of 64 MiB", "MB/s", true),
+    ] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut cpu_direct, mut cpu_proxy) = (CpuPerUnit::default(), CpuPerUnit::default());
+        for _ in 0..rounds {
+            for (via_proxy, out, cpu) in [
+                (false, &mut a, &mut cpu_direct),
+                (true, &mut b, &mut cpu_proxy),
+            ] {
+                let (d0, u0, t0) = (
+                    process_cpu_secs(paths.daemon_pid),
+                    process_cpu_secs(paths.upstream_pid),
+                    Instant::now(),
+                );
+                let s = if via_proxy {
+                    measure_on_thread(None, p, paths.proxy.clone(), m)
+                } else {
+                    measure_on_thread(netns(), p, paths.direct.clone(), m)
+                };
+                if matches!(m, Metric::Rps | Metric::Download) {
+                    let units = match m {
+                        Metric::Download => (DOWNLOADS * BIG) as f64 / 1e6,
+                        _ => s.value * t0.elapsed().as_secs_f64(),
+                    };
+                    cpu.push(
+                        units,
+                        s.client_cpu,
+                        process_cpu_secs(paths.upstream_pid) - u0,
+                        process_cpu_secs(paths.daemon_pid) - d0,
+                    );
+                }
+                out.push(s.value);
+            }
+        }
+        let (a, b) = (median(a), median(b));
+        let diff = if as_ratio {
+            format!("{:.0}% of direct", b / a * 100.0)
+        } else {
+            format!("+{:.0} µs", b - a)
+        };
+        println!("{name:<32} {a:>7.0} {unit:<4} {b:>7.0} {unit:<4} {diff:>16}");
+        if !cpu_proxy.daemon.is_empty() {
+            let per = if matches!(m, Metric::Rps) {
+                "request"
+            } else {
+                "MB"
+            };
+            let row = |name: &str, d: Vec<f64>, p: Vec<f64>| {
+                println!(
+                    "{:<32} {:>7.1} µs  {:>7.1} µs",
+                    format!("  CPU per {per}, {name}"),
+                    median(d),
+                    median(p)
+                )
+            };
+            row("client", cpu_direct.client, cpu_proxy.client);
+            row("upstream", cpu_direct.upstream, cpu_proxy.upstream);
+            row("daemon", cpu_direct.daemon, cpu_proxy.daemon);
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -329,63 +508,57 @@ async fn main() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let pid = info.pid.expect("running sandbox has a pid");
-    let direct = Target {
-        addr: format!("127.0.0.1:{PORT}"),
-        host: format!("127.0.0.1:{PORT}"),
-    };
-    let proxy = Target {
-        addr: d.tcp_addr.clone().unwrap(),
-        host,
+    let paths = Paths {
+        direct: Target {
+            addr: format!("127.0.0.1:{PORT}"),
+            host: format!("127.0.0.1:{PORT}"),
+        },
+        proxy: Target {
+            addr: d.tcp_addr.clone().unwrap(),
+            host,
+        },
+        sandbox_pid: info.pid.expect("running sandbox has a pid"),
+        daemon_pid: find_daemon(d.data_dir()),
+        upstream_pid: find_upstream(),
     };
     // Warm both paths up, then alternate them round by round, so that load changing on the
     // machine during the run hits both alike.
-    let daemon_pid = find_daemon(d.data_dir());
-    let netns = || std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    measure_in_netns(netns(), direct.clone(), Metric::NewConn);
-    measure_here(proxy.clone(), Metric::NewConn);
-    let rounds = 5;
-    println!("preview proxy vs direct (upstream: {server} in the sandbox; median of {rounds} alternating rounds)");
-    println!(
-        "{:<32} {:>12} {:>12} {:>16}",
-        "", "direct", "proxy", "difference"
+    let anywhere = Placement { client: None };
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", paths.sandbox_pid)).unwrap();
+    measure_on_thread(
+        Some(netns),
+        &anywhere,
+        paths.direct.clone(),
+        Metric::NewConn,
     );
-    for (m, name, unit, as_ratio) in [
-        (Metric::NewConn, "latency, new connection", "µs", false),
-        (
-            Metric::KeepAlive,
-            "latency, kept-alive connection",
-            "µs",
-            false,
-        ),
-        (Metric::Rps, "requests/s, 16 connections", "/s", true),
-        (Metric::Download, "download of 64 MiB", "MB/s", true),
-    ] {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let mut cpu_per_req = Vec::new();
-        for _ in 0..rounds {
-            a.push(measure_in_netns(netns(), direct.clone(), m));
-            let (cpu0, t0) = (daemon_cpu_secs(daemon_pid), Instant::now());
-            let v = measure_here(proxy.clone(), m);
-            if matches!(m, Metric::Rps) {
-                let requests = v * t0.elapsed().as_secs_f64();
-                cpu_per_req.push((daemon_cpu_secs(daemon_pid) - cpu0) / requests * 1e6);
-            }
-            b.push(v);
-        }
-        let (a, b) = (median(a), median(b));
-        let diff = if as_ratio {
-            format!("{:.0}% of direct", b / a * 100.0)
-        } else {
-            format!("+{:.0} µs", b - a)
-        };
-        println!("{name:<32} {a:>7.0} {unit:<4} {b:>7.0} {unit:<4} {diff:>16}");
-        if !cpu_per_req.is_empty() {
-            println!(
-                "{:<32} daemon CPU per proxied request: {:.1} µs",
-                "",
-                median(cpu_per_req)
-            );
-        }
+    measure_on_thread(None, &anywhere, paths.proxy.clone(), Metric::NewConn);
+    let rounds = 5;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("preview proxy vs direct (upstream: {server} in the sandbox; median of {rounds} alternating rounds)");
+    println!();
+    println!("1. shared CPUs: client, upstream and daemon on any of the {cpus} CPUs");
+    compare(&paths, &anywhere, rounds);
+    println!();
+    if cpus < 2 {
+        println!("2. daemon on a CPU of its own: skipped, this machine has 1 CPU");
+        return;
     }
+    // The daemon gets the last CPU; the client and the upstream share the others, as on a
+    // host where the daemon is not competing with the sandbox for the same cores.
+    let rest: Vec<usize> = (0..cpus - 1).collect();
+    pin_process(paths.daemon_pid, &[cpus - 1]);
+    pin_process(paths.upstream_pid, &rest);
+    let pinned = Placement {
+        client: Some(rest.clone()),
+    };
+    println!(
+        "2. daemon on a CPU of its own: daemon on CPU {}, client and upstream on CPU {}",
+        cpus - 1,
+        if rest.len() == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", rest.len() - 1)
+        }
+    );
+    compare(&paths, &pinned, rounds);
 }
