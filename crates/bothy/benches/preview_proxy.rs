@@ -200,7 +200,7 @@ fn find_upstream() -> i32 {
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                args.iter().any(|a| *a == port.as_bytes())
+                args.contains(&port.as_bytes())
                     && args
                         .iter()
                         .any(|a| *a == b"server.js" || *a == b"http.server")
