@@ -3,57 +3,16 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bothy_agent::AgentState;
-use bothy_api::agent::AgentConfig;
 use bothy_api::process::{ProcessInfo, ProcessLogs, ProcessStatus};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-struct Agent {
-    app: axum::Router,
-    dir: tempfile::TempDir,
-}
-
-fn agent_in(dir: tempfile::TempDir) -> Agent {
-    let cfg = AgentConfig {
-        name: "t".into(),
-        env: [("SANDBOX_VAR".to_string(), "sv".to_string())].into(),
-        state_dir: dir.path().join("state").to_string_lossy().into_owned(),
-    };
-    std::fs::create_dir_all(&cfg.state_dir).unwrap();
-    Agent {
-        app: bothy_agent::router(AgentState::new(cfg)),
-        dir,
-    }
-}
-
-fn agent() -> Agent {
-    bothy_agent::reaper::start().unwrap();
-    agent_in(tempfile::tempdir().unwrap())
-}
+mod common;
+use common::{agent, agent_in, Agent};
 
 impl Agent {
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
-            .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-        };
-        (status, v)
-    }
-
     async fn start(&self, body: Value) -> ProcessInfo {
         let (s, v) = self.call("POST", "/v1/processes", Some(body)).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");

@@ -11,6 +11,22 @@ use http::Method;
 use crate::{q, sse::SseStream, Client, ClientError};
 
 impl Client {
+    /// POSTs `body` to `/v1/sandboxes/{name}/processes/{id}/{action}` and decodes the answer.
+    async fn process_post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        id: &str,
+        action: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{name}/processes/{}/{action}", q(id)),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn start_process(
         &self,
         name: &str,
@@ -62,12 +78,7 @@ impl Client {
         let body = KillRequest {
             signal: signal.map(str::to_string),
         };
-        self.json(
-            Method::POST,
-            &format!("/v1/sandboxes/{name}/processes/{}/kill", q(id)),
-            Some(&body),
-        )
-        .await
+        self.process_post(name, id, "kill", &body).await
     }
 
     pub async fn write_stdin(
@@ -127,12 +138,7 @@ impl Client {
         id: &str,
         req: &WaitLog,
     ) -> Result<WaitLogResult, ClientError> {
-        self.json(
-            Method::POST,
-            &format!("/v1/sandboxes/{name}/processes/{}/wait/log", q(id)),
-            Some(req),
-        )
-        .await
+        self.process_post(name, id, "wait/log", req).await
     }
 
     pub async fn wait_port(
@@ -141,12 +147,7 @@ impl Client {
         id: &str,
         req: &WaitPort,
     ) -> Result<WaitPortResult, ClientError> {
-        self.json(
-            Method::POST,
-            &format!("/v1/sandboxes/{name}/processes/{}/wait/port", q(id)),
-            Some(req),
-        )
-        .await
+        self.process_post(name, id, "wait/port", req).await
     }
 
     pub async fn wait_exit(
@@ -155,12 +156,7 @@ impl Client {
         id: &str,
         req: &WaitExit,
     ) -> Result<ProcessInfo, ClientError> {
-        self.json(
-            Method::POST,
-            &format!("/v1/sandboxes/{name}/processes/{}/wait/exit", q(id)),
-            Some(req),
-        )
-        .await
+        self.process_post(name, id, "wait/exit", req).await
     }
 
     pub async fn create_session(

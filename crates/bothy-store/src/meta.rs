@@ -310,6 +310,23 @@ fn restrict_mode(path: &Path) -> Result<()> {
 
 const SANDBOX_COLS: &str = "name, image, state, env, sleep_after_secs, keep_alive, created_at_ms, last_activity_ms, pid, start_time, layers, parent_snapshot, persist";
 
+/// Runs a (cached) query whose rows each parse into a record or a corruption error, and
+/// collects them; the first error of either kind is returned.
+pub(crate) fn query_parsed<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    parse: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T>>,
+) -> Result<Vec<T>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(params, parse)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
 fn sandbox_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SandboxRecord>> {
     let name: String = row.get(0)?;
     let state: String = row.get(2)?;
@@ -358,16 +375,12 @@ impl MetaStore for SqliteStore {
     }
 
     fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {SANDBOX_COLS} FROM sandboxes ORDER BY name"
-        ))?;
-        let rows = st.query_map([], sandbox_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+        query_parsed(
+            &self.conn(),
+            &format!("SELECT {SANDBOX_COLS} FROM sandboxes ORDER BY name"),
+            [],
+            sandbox_from_row,
+        )
     }
 
     fn insert_sandbox(&self, r: &SandboxRecord) -> Result<bool> {
@@ -422,16 +435,12 @@ impl MetaStore for SqliteStore {
     }
 
     fn list_images(&self) -> Result<Vec<ImageRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(
+        query_parsed(
+            &self.conn(),
             "SELECT name, kind, layers, created_at_ms, size_bytes FROM images ORDER BY name",
-        )?;
-        let rows = st.query_map([], image_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+            [],
+            image_from_row,
+        )
     }
 
     fn put_image(&self, r: &ImageRecord) -> Result<()> {
@@ -471,16 +480,12 @@ impl MetaStore for SqliteStore {
     }
 
     fn list_ports(&self, name: &SandboxName) -> Result<Vec<PortRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(
+        query_parsed(
+            &self.conn(),
             "SELECT sandbox, port, token, created_at_ms FROM ports WHERE sandbox = ?1 ORDER BY port",
-        )?;
-        let rows = st.query_map([name.as_str()], port_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+            [name.as_str()],
+            port_from_row,
+        )
     }
 
     fn delete_port(&self, name: &SandboxName, port: u16) -> Result<bool> {
@@ -600,16 +605,12 @@ impl MetaStore for SqliteStore {
     }
 
     fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY created_at_ms, id"
-        ))?;
-        let rows = st.query_map([], snapshot_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+        query_parsed(
+            &self.conn(),
+            &format!("SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY created_at_ms, id"),
+            [],
+            snapshot_from_row,
+        )
     }
 
     fn delete_snapshot(&self, id: &str) -> Result<bool> {

@@ -124,3 +124,51 @@ pub fn read_pid(path: &std::path::Path) -> i32 {
         .parse()
         .expect("a pid")
 }
+
+/// An agent with a state directory of its own (in `dir`, which it outlives only as long as the
+/// directory does), and the sandbox environment `SANDBOX_VAR=sv`.
+pub struct Agent {
+    pub app: Router,
+    pub dir: tempfile::TempDir,
+}
+
+/// An agent whose state lives under `dir` (pass the directory of an earlier agent to see what
+/// survives a restart).
+pub fn agent_in(dir: tempfile::TempDir) -> Agent {
+    let cfg = AgentConfig {
+        name: "t".into(),
+        env: [("SANDBOX_VAR".to_string(), "sv".to_string())].into(),
+        state_dir: dir.path().join("state").to_string_lossy().into_owned(),
+    };
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    Agent {
+        app: router(AgentState::new(cfg)),
+        dir,
+    }
+}
+
+/// A fresh agent (and the reaper on this test's runtime).
+pub fn agent() -> Agent {
+    bothy_agent::reaper::start().unwrap();
+    agent_in(tempfile::tempdir().unwrap())
+}
+
+impl Agent {
+    /// Sends a request with an optional JSON body and parses the JSON reply (empty is `null`).
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+            .unwrap();
+        let (status, _, bytes) = send(&self.app, req).await;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, v)
+    }
+}

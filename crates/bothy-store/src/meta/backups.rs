@@ -85,15 +85,12 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<BackupRecord>> {
 }
 
 pub(super) fn list(conn: &Connection) -> Result<Vec<BackupRecord>> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {COLS} FROM backups ORDER BY created_at_ms, id"
-    ))?;
-    let rows = st.query_map([], from_row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(r??);
-    }
-    Ok(out)
+    super::query_parsed(
+        conn,
+        &format!("SELECT {COLS} FROM backups ORDER BY created_at_ms, id"),
+        [],
+        from_row,
+    )
 }
 
 pub(super) fn delete(conn: &Connection, id: &str) -> Result<bool> {
