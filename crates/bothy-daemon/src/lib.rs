@@ -21,7 +21,6 @@ pub mod error;
 pub mod images;
 pub mod manager;
 pub mod net;
-pub mod netns;
 pub mod preview;
 pub mod proxy;
 pub mod serve;

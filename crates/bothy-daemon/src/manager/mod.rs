@@ -68,6 +68,38 @@ pub struct Running {
     pub agent: AgentConn,
 }
 
+impl Running {
+    /// PUTs `body` to the agent at `uri` and requires a success status. `what` names the
+    /// action in errors ("write /etc/resolv.conf"); a refusal is `sandbox_unavailable`.
+    pub(crate) async fn agent_put(
+        &self,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<(), DaemonError> {
+        let mut req = http::Request::put(uri);
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(axum::body::Body::from(body))
+            .map_err(|e| DaemonError::internal("build request", &e))?;
+        let resp = self
+            .agent
+            .send(req)
+            .await
+            .map_err(|e| DaemonError::internal(what, &e))?;
+        if !resp.status().is_success() {
+            return Err(DaemonError::new(
+                bothy_api::ErrorCode::SandboxUnavailable,
+                format!("the sandbox agent refused to {what} ({})", resp.status()),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub struct Slot {
     pub name: SandboxName,
     /// Serializes create/wake/sleep/destroy of this name.

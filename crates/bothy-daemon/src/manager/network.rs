@@ -101,23 +101,14 @@ impl Manager {
 
     async fn try_write_resolv_conf(&self, running: &Running) -> Result<(), DaemonError> {
         let body = crate::net::resolv_conf(self.net.gateway());
-        let req = http::Request::put("/v1/files?path=/etc/resolv.conf&mode=644")
-            .body(axum::body::Body::from(body))
-            .map_err(|e| DaemonError::internal("build request", &e))?;
-        let resp = running
-            .agent
-            .send(req)
-            .await
-            .map_err(|e| DaemonError::internal("write resolv.conf", &e))?;
-        if !resp.status().is_success() {
-            return Err(DaemonError::new(
-                ErrorCode::SandboxUnavailable,
-                format!(
-                    "the sandbox agent refused to write /etc/resolv.conf ({})",
-                    resp.status()
-                ),
-            ));
-        }
+        running
+            .agent_put(
+                "/v1/files?path=/etc/resolv.conf&mode=644",
+                None,
+                body.into(),
+                "write /etc/resolv.conf",
+            )
+            .await?;
         Ok(())
     }
 

@@ -109,24 +109,14 @@ impl Manager {
             env: rec.env.clone(),
         })
         .map_err(|e| DaemonError::internal("encode env", &e))?;
-        let req = http::Request::put("/v1/env")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(axum::body::Body::from(body))
-            .map_err(|e| DaemonError::internal("build request", &e))?;
-        let resp = running
-            .agent
-            .send(req)
-            .await
-            .map_err(|e| DaemonError::internal("update the sandbox environment", &e))?;
-        if !resp.status().is_success() {
-            return Err(DaemonError::new(
-                ErrorCode::SandboxUnavailable,
-                format!(
-                    "the sandbox agent refused the environment ({})",
-                    resp.status()
-                ),
-            ));
-        }
+        running
+            .agent_put(
+                "/v1/env",
+                Some("application/json"),
+                body,
+                "update the sandbox environment",
+            )
+            .await?;
         Ok(())
     }
 }

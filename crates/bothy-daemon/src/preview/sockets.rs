@@ -1,10 +1,11 @@
 //! Opening TCP connections inside sandboxes' network namespaces, fast.
 //!
-//! [`crate::netns::connect_in`] starts a thread per connection that enters the namespace to
-//! create the socket: safe, but a thread spawn and a `setns` on every new preview connection.
-//! Here each sandbox that serves previews gets one long-lived thread that entered its network
-//! namespace once and only ever creates unconnected sockets on request (it runs nothing the
-//! sandbox controls). The thread belongs to one run of the sandbox (its init pid): after a
+//! A sandbox's port is reached on its own loopback: the daemon creates the socket *in the
+//! sandbox's network namespace*, then connects from its own context (the kernel does the rest,
+//! with no hop through the agent). Rather than a thread and a `setns` per connection, each
+//! sandbox that serves previews gets one long-lived thread that entered its network namespace
+//! once and only ever creates unconnected sockets on request (it runs nothing the sandbox
+//! controls). The thread belongs to one run of the sandbox (its init pid): after a
 //! sleep and wake a new one is made, and a thread left idle for [`IDLE`] exits.
 
 use std::collections::HashMap;

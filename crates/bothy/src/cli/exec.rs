@@ -7,21 +7,14 @@ use bothy_api::exec::{ExecRequest, ExitEvent, StartEvent};
 use bothy_api::{ApiError, Data};
 use bothy_client::Client;
 
-use super::sandbox::parse_env;
+use super::command::CommandArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Sandbox name.
     pub name: String,
-    /// Run this command line with /bin/sh -c instead of CMD.
-    #[arg(long = "sh", value_name = "COMMAND_LINE", conflicts_with = "cmd")]
-    pub shell: Option<String>,
-    /// Environment variable for the command (repeatable): --env KEY=VALUE.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory (relative to /workspace unless absolute).
-    #[arg(long, short = 'w')]
-    pub cwd: Option<String>,
+    #[command(flatten)]
+    pub run: CommandArgs,
     /// Kill the command after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
@@ -31,15 +24,10 @@ pub struct Args {
     /// Print the whole result as JSON at the end instead of streaming.
     #[arg(long)]
     pub json: bool,
-    /// The command and its arguments (no shell).
-    #[arg(last = true)]
-    pub cmd: Vec<String>,
 }
 
 pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
-    if a.cmd.is_empty() && a.shell.is_none() {
-        anyhow::bail!("nothing to run: give `-- CMD [ARGS…]` or `--sh 'command line'`");
-    }
+    let cmd = a.run.resolve()?;
     // Forward stdin when it is piped or redirected (a terminal is not read).
     let stdin = if std::io::stdin().is_terminal() {
         None
@@ -49,10 +37,10 @@ pub async fn run(c: &Client, a: Args) -> anyhow::Result<i32> {
         Some(Data::encode(&buf))
     };
     let req = ExecRequest {
-        argv: (!a.cmd.is_empty()).then_some(a.cmd),
-        shell: a.shell,
-        env: parse_env(&a.env)?,
-        cwd: a.cwd,
+        argv: cmd.argv,
+        shell: cmd.shell,
+        env: cmd.env,
+        cwd: cmd.cwd,
         timeout_ms: a.timeout.map(|s| (s * 1000.0) as u64),
         stdin_encoding: stdin.as_ref().map(|d| d.encoding),
         stdin: stdin.map(|d| d.data),

@@ -5,6 +5,7 @@
 mod agent;
 mod backup;
 mod blobs;
+mod command;
 mod cp;
 mod egress;
 mod exec;

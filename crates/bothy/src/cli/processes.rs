@@ -12,8 +12,8 @@ use bothy_api::process::{
 use bothy_api::{ApiError, Data, Encoding};
 use bothy_client::Client;
 
+use super::command::CommandArgs;
 use super::output::{print_json, print_table, JsonFlag};
-use super::sandbox::parse_env;
 
 #[derive(clap::Args)]
 pub struct StartArgs {
@@ -25,15 +25,8 @@ pub struct StartArgs {
     /// `on-wake`: start the process again every time the sandbox wakes (a service).
     #[arg(long, value_parser = parse_restart)]
     pub restart: Option<RestartPolicy>,
-    /// Run this command line with /bin/sh -c instead of CMD.
-    #[arg(long = "sh", value_name = "COMMAND_LINE", conflicts_with = "cmd")]
-    pub shell: Option<String>,
-    /// Environment variable (repeatable): --env KEY=VALUE.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory (relative to /workspace unless absolute).
-    #[arg(long, short = 'w')]
-    pub cwd: Option<String>,
+    #[command(flatten)]
+    pub run: CommandArgs,
     /// Start from this session's directory and environment.
     #[arg(long)]
     pub session: Option<String>,
@@ -42,9 +35,6 @@ pub struct StartArgs {
     pub log_limit: Option<u64>,
     #[command(flatten)]
     pub out: JsonFlag,
-    /// The command and its arguments (no shell).
-    #[arg(last = true)]
-    pub cmd: Vec<String>,
 }
 
 fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
@@ -134,15 +124,13 @@ pub struct UnexposeArgs {
 }
 
 pub async fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
-    if a.cmd.is_empty() && a.shell.is_none() {
-        anyhow::bail!("nothing to run: give `-- CMD [ARGS…]` or `--sh 'command line'`");
-    }
+    let cmd = a.run.resolve()?;
     let req = ProcessStart {
         id: a.id,
-        argv: (!a.cmd.is_empty()).then_some(a.cmd),
-        shell: a.shell,
-        env: parse_env(&a.env)?,
-        cwd: a.cwd,
+        argv: cmd.argv,
+        shell: cmd.shell,
+        env: cmd.env,
+        cwd: cmd.cwd,
         session: a.session,
         restart: a.restart.unwrap_or_default(),
         log_limit: a.log_limit,
