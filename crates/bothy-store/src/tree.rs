@@ -489,7 +489,7 @@ fn clear_xattrs(path: &Path) -> Result<()> {
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears file capabilities),
 /// then times (last: every other change moves ctime/mtime of directories).
 fn apply_meta(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
-    use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
+    use rustix::fs::XattrFlags;
     std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid())).map_err(err("chown", dst))?;
     if !md.file_type().is_symlink() {
         use std::os::unix::fs::PermissionsExt;
@@ -500,6 +500,12 @@ fn apply_meta(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
         rustix::fs::lsetxattr(dst, OsStr::from_bytes(&name), &value, XattrFlags::empty())
             .map_err(errno("set xattr on", dst))?;
     }
+    set_times(dst, md).map_err(errno("set times of", dst))
+}
+
+/// Sets the access and modification times of `path` (not following a symlink) to `md`'s.
+pub(crate) fn set_times(path: &Path, md: &fs::Metadata) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
     let times = Timestamps {
         last_access: Timespec {
             tv_sec: md.atime(),
@@ -510,8 +516,7 @@ fn apply_meta(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
             tv_nsec: md.mtime_nsec() as _,
         },
     };
-    rustix::fs::utimensat(CWD, dst, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(errno("set times of", dst))
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Bytes of regular files and symlinks under `dir`, each inode once.

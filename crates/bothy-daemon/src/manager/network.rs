@@ -84,7 +84,10 @@ impl Manager {
                 tracing::error!(sandbox = %name, error = ?e, "network setup failed");
                 DaemonError::new(
                     ErrorCode::SandboxUnavailable,
-                    format!("sandbox {name}: network setup failed: {}", chain(&e)),
+                    format!(
+                        "sandbox {name}: network setup failed: {}",
+                        crate::error::error_chain(&e)
+                    ),
                 )
             })?;
         Ok(())
@@ -253,17 +256,6 @@ pub fn validate_policy(p: &EgressPolicy) -> Result<(), DaemonError> {
         }
     }
     Ok(())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -62,7 +62,11 @@ impl Manager {
             tracing::error!(sandbox = %rec.name, error = ?e, "sandbox failed to start");
             DaemonError::new(
                 ErrorCode::SandboxUnavailable,
-                format!("sandbox {} failed to start: {}", rec.name, error_chain(&e)),
+                format!(
+                    "sandbox {} failed to start: {}",
+                    rec.name,
+                    crate::error::error_chain(&e)
+                ),
             )
         })?;
 
@@ -131,15 +135,4 @@ fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, bothy_runtime::R
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| bothy_runtime::RuntimeError::io("chmod the agent socket", e))?;
     Ok(OwnedFd::from(l))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -573,7 +573,7 @@ fn read_xattrs(path: &Path) -> Result<Xattrs, ImageError> {
 
 /// Owner, then mode (chown clears set-id bits), xattrs, then times — of `to`, from `md`.
 fn apply_meta(to: &Path, md: &fs::Metadata, xattrs: &[Xattr]) -> Result<(), ImageError> {
-    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, XattrFlags, CWD};
+    use rustix::fs::XattrFlags;
     std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))
         .map_err(io_err(format!("chown {}", to.display())))?;
     if !md.file_type().is_symlink() {
@@ -589,17 +589,7 @@ fn apply_meta(to: &Path, md: &fs::Metadata, xattrs: &[Xattr]) -> Result<(), Imag
         )
         .map_err(|e| io_err(format!("set xattr on {}", to.display()))(e.into()))?;
     }
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: md.atime(),
-            tv_nsec: md.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: md.mtime(),
-            tv_nsec: md.mtime_nsec() as _,
-        },
-    };
-    utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)
+    crate::tree::set_times(to, md)
         .map_err(|e| io_err(format!("set times of {}", to.display()))(e.into()))
 }
 
