@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bothy_client::Client;
 
 pub mod s3;
+pub mod sh;
 pub use s3::S3Server;
+pub use sh::{sh_fails, sh_ok, sh_status};
 
 /// Reports that a test cannot run here. Outside CI it prints the reason and the test returns;
 /// in CI (`CI` set, as `.ci/run` is run) it fails instead: CI runs as root and installs every

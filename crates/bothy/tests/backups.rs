@@ -5,35 +5,12 @@
 use std::time::Duration;
 
 use bothy_api::backup::{Backup, CreateBackup, RestoreBackup, RestoreResult, Ttl};
-use bothy_api::exec::ExecRequest;
 use bothy_api::sandbox::CreateSandbox;
 use bothy_api::ErrorCode;
 use bothy_client::{Client, ClientError};
-use bothy_testkit::{Options, TestDaemon};
+use bothy_testkit::{sh_ok, Options, TestDaemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bothy");
-
-/// Runs a shell line in a sandbox; panics unless it exits 0. Returns stdout.
-async fn sh(c: &Client, name: &str, line: &str) -> String {
-    let r = c
-        .exec(
-            name,
-            &ExecRequest {
-                shell: Some(line.into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("exec in {name}: {e}"));
-    assert_eq!(
-        r.exit_code,
-        Some(0),
-        "{line}\nstdout: {}\nstderr: {}",
-        r.stdout,
-        r.stderr
-    );
-    r.stdout
-}
 
 fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
     match r {
@@ -79,7 +56,7 @@ git -c user.email=t@example.com -c user.name=t commit -qm init
 const LISTING: &str = r#"cd "$1" && find . -mindepth 1 \( -type l -printf 'l %P -> %l\n' \) -o \( -type d -printf 'd %m %P\n' \) -o \( -type f -printf 'f %m %P ' -exec sh -c 'sha256sum < "$1" | cut -c1-64' _ {} \; \) | sort"#;
 
 async fn listing(c: &Client, name: &str, dir: &str) -> Vec<String> {
-    sh(
+    sh_ok(
         c,
         name,
         &format!("sh -c '{}' _ {dir}", LISTING.replace('\'', r"'\''")),
@@ -149,7 +126,7 @@ async fn backup_restores_into_another_sandbox_and_survives_sleep_and_restarts() 
     let c = d.client.clone();
     sandbox(&c, "src").await;
     sandbox(&c, "dst").await;
-    sh(&c, "src", PROJECT).await;
+    sh_ok(&c, "src", PROJECT).await;
     let source = listing(&c, "src", "/workspace/proj").await;
     let want = expected(&source);
     assert!(want.len() > 300 && want.len() < source.len(), "{want:?}");
@@ -214,7 +191,7 @@ async fn backup_restores_into_another_sandbox_and_survives_sleep_and_restarts() 
     );
     // The restored repository works: the only difference git sees is the excluded
     // node_modules (committed, then left out of the backup).
-    let log = sh(
+    let log = sh_ok(
         &c,
         "dst",
         "cd /workspace/copy && git log --oneline | wc -l && git status --porcelain",
@@ -269,7 +246,7 @@ async fn backup_restores_into_another_sandbox_and_survives_sleep_and_restarts() 
     );
 
     // Restoring over a changed copy gives back exactly the backup.
-    sh(
+    sh_ok(
         &c,
         "dst",
         "cd /workspace/copy && rm -rf src/lib && echo new > new.txt && echo x >> src/f3.txt",
@@ -314,7 +291,7 @@ async fn backups_expire_and_are_swept() {
     };
     let c = &d.client;
     sandbox(c, "a").await;
-    sh(
+    sh_ok(
         c,
         "a",
         "mkdir -p /workspace/p && echo hi > /workspace/p/a.txt",
@@ -394,8 +371,8 @@ async fn a_corrupted_or_missing_archive_is_refused_with_nothing_written() {
     };
     let c = &d.client;
     sandbox(c, "a").await;
-    sh(c, "a", "mkdir -p /workspace/p && for i in $(seq 1 50); do head -c 2000 /dev/urandom > /workspace/p/f$i; done").await;
-    sh(
+    sh_ok(c, "a", "mkdir -p /workspace/p && for i in $(seq 1 50); do head -c 2000 /dev/urandom > /workspace/p/f$i; done").await;
+    sh_ok(
         c,
         "a",
         "mkdir -p /workspace/target && echo precious > /workspace/target/keep.txt",
@@ -501,7 +478,7 @@ async fn escapes_are_refused_or_contained_and_unknown_names_are_404() {
 
     // A link pointing out of the directory is kept as a link: the backup does not follow it,
     // and on restore it resolves inside the restoring sandbox, like any path there.
-    sh(c, "a", "mkdir -p /workspace/p && echo ok > /workspace/p/a && ln -s /etc /workspace/p/etc-link && ln -s ../../.. /workspace/p/up").await;
+    sh_ok(c, "a", "mkdir -p /workspace/p && echo ok > /workspace/p/a && ln -s /etc /workspace/p/etc-link && ln -s ../../.. /workspace/p/up").await;
     let b = c.create_backup("a", &req("p")).await.unwrap();
     assert!(
         b.size_bytes < 4096,
@@ -519,7 +496,7 @@ async fn escapes_are_refused_or_contained_and_unknown_names_are_404() {
     .await
     .unwrap();
     assert_eq!(
-        sh(
+        sh_ok(
             c,
             "b",
             "readlink /workspace/p/etc-link; readlink /workspace/p/up; cat /workspace/p/a"
@@ -568,7 +545,7 @@ async fn escapes_are_refused_or_contained_and_unknown_names_are_404() {
 
     // A crafted archive sent straight to the data plane: the entry climbing out is refused and
     // nothing lands outside (or inside) the target.
-    sh(c, "b", "mkdir -p /workspace/t /workspace/outside && printf 'import io,tarfile,gzip\\nb=io.BytesIO()\\nt=tarfile.open(fileobj=b,mode=\"w\")\\ni=tarfile.TarInfo(\"../outside/evil\");d=b\"x\";i.size=1\\nt.addfile(i,io.BytesIO(d));t.close()\\nopen(\"/tmp/evil.tgz\",\"wb\").write(gzip.compress(b.getvalue()))\\n' > /tmp/mk.py && python3 /tmp/mk.py").await;
+    sh_ok(c, "b", "mkdir -p /workspace/t /workspace/outside && printf 'import io,tarfile,gzip\\nb=io.BytesIO()\\nt=tarfile.open(fileobj=b,mode=\"w\")\\ni=tarfile.TarInfo(\"../outside/evil\");d=b\"x\";i.size=1\\nt.addfile(i,io.BytesIO(d));t.close()\\nopen(\"/tmp/evil.tgz\",\"wb\").write(gzip.compress(b.getvalue()))\\n' > /tmp/mk.py && python3 /tmp/mk.py").await;
     let evil = c.read_file_bytes("b", "/tmp/evil.tgz").await.unwrap();
     let req = c
         .request(
@@ -580,7 +557,7 @@ async fn escapes_are_refused_or_contained_and_unknown_names_are_404() {
     let resp = c.send(req).await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(
-        sh(
+        sh_ok(
             c,
             "b",
             "ls -A /workspace/t /workspace/outside | grep -v ':$' | grep -c . || true"
@@ -618,7 +595,7 @@ async fn backups_on_a_real_s3_server() {
     let c = d.client.clone();
     sandbox(&c, "src").await;
     sandbox(&c, "dst").await;
-    sh(&c, "src", PROJECT).await;
+    sh_ok(&c, "src", PROJECT).await;
     let want = expected(&listing(&c, "src", "/workspace/proj").await);
     let b = c.create_backup("src", &backup_req("proj")).await.unwrap();
     assert!(
@@ -651,7 +628,7 @@ async fn kill9_of_the_daemon_during_a_restore_leaves_the_target_intact() {
     let c = d.client.clone();
     sandbox(&c, "a").await;
     // 48 MiB that does not compress: the transfer takes long enough to be cut.
-    sh(
+    sh_ok(
         &c,
         "a",
         "mkdir -p /workspace/big /workspace/target && for i in $(seq 1 12); do head -c 4194304 /dev/urandom > /workspace/big/f$i; done && echo precious > /workspace/target/keep.txt",
@@ -684,7 +661,7 @@ async fn kill9_of_the_daemon_during_a_restore_leaves_the_target_intact() {
         })
     };
     let started = bothy_testkit::wait_until(Duration::from_secs(30), || async {
-        sh(&c, "a", staging).await.trim() != "0"
+        sh_ok(&c, "a", staging).await.trim() != "0"
     })
     .await;
     assert!(started, "the restore never started unpacking");
@@ -694,7 +671,7 @@ async fn kill9_of_the_daemon_during_a_restore_leaves_the_target_intact() {
     let c = d.client.clone();
     assert!(
         bothy_testkit::wait_until(Duration::from_secs(10), || async {
-            sh(&c, "a", staging).await.trim() == "0"
+            sh_ok(&c, "a", staging).await.trim() == "0"
         })
         .await,
         "the staging directory was not removed"

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use bothy_api::blob::{EvictRequest, ExportRequest, ExportResult, ImportRequest, TransferProgress};
-use bothy_api::exec::ExecRequest;
 use bothy_api::sandbox::CreateSandbox;
 use bothy_api::ErrorCode;
 use bothy_client::http::Method;
-use bothy_testkit::{Options, S3Server, TestDaemon};
+use bothy_testkit::{sh_ok, Options, S3Server, TestDaemon};
 use serde_json::{json, Value};
 
 const BUCKET: &str = "bothy";
@@ -33,28 +32,11 @@ fn s3_store(s3: &S3Server) -> std::sync::Arc<dyn bothy_blob::BlobStore> {
         .unwrap()
 }
 
-async fn sh(d: &TestDaemon, name: &str, script: &str) -> String {
-    let r = d
-        .client
-        .exec(
-            name,
-            &ExecRequest {
-                shell: Some(script.into()),
-                timeout_ms: Some(120_000),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.exit_code, Some(0), "{script}: {}", r.stderr);
-    r.stdout
-}
-
 /// A project-like tree: many small files, a hardlink, a symlink, a deleted image file (a
 /// whiteout in the layer), an owner other than root, and `mib` MiB of random data.
 async fn build_state(d: &TestDaemon, name: &str, mib: u32) {
-    sh(
-        d,
+    sh_ok(
+        &d.client,
         name,
         &format!(
             "set -e; mkdir -p proj/src && cd proj && git init -q . 2>/dev/null || true; \
@@ -71,8 +53,8 @@ async fn build_state(d: &TestDaemon, name: &str, mib: u32) {
 
 /// Hashes and owners of everything the state put down.
 async fn fingerprint(d: &TestDaemon, name: &str) -> String {
-    sh(
-        d,
+    sh_ok(
+        &d.client,
         name,
         "cd /workspace/proj && find . -type f -exec sha256sum {} + | sort; \
          stat -c '%n %u %g %a %h' hard owned owned/y soft | sort; readlink soft; \
@@ -162,7 +144,7 @@ async fn export_import_into_another_daemon_and_fork() {
         assert_eq!(fingerprint(&b, fork).await, want, "fork {fork} differs");
     }
     // Forks diverge independently.
-    sh(&b, "dst1", "echo changed > proj/src/f1.txt").await;
+    sh_ok(&b.client, "dst1", "echo changed > proj/src/f1.txt").await;
     assert_eq!(fingerprint(&b, "dst2").await, want);
 
     // Importing again is a no-op.
@@ -272,8 +254,8 @@ async fn evict_and_wake_pulls_the_disk_back() {
         .await
         .unwrap();
     build_state(&d, "ev", 10).await;
-    sh(
-        &d,
+    sh_ok(
+        &d.client,
         "ev",
         "echo remembered > /root/note; mkdir -p /opt/x && echo y > /opt/x/z",
     )
@@ -296,7 +278,7 @@ async fn evict_and_wake_pulls_the_disk_back() {
     // The first request wakes it and pulls the disk back.
     assert_eq!(fingerprint(&d, "ev").await, want);
     assert_eq!(
-        sh(&d, "ev", "cat /root/note /opt/x/z").await,
+        sh_ok(&d.client, "ev", "cat /root/note /opt/x/z").await,
         "remembered\ny\n"
     );
     assert!(!d.client.get_sandbox("ev").await.unwrap().evicted);
@@ -347,7 +329,7 @@ async fn persist_pushes_on_sleep() {
         .await
         .unwrap();
     assert!(d.client.get_sandbox("keep").await.unwrap().persist);
-    sh(&d, "keep", "head -c 3M /dev/urandom > data").await;
+    sh_ok(&d.client, "keep", "head -c 3M /dev/urandom > data").await;
     let store = s3_store(&s3);
     assert!(store.list("layers").await.unwrap().is_empty());
     d.client.sleep_sandbox("keep").await.unwrap();
@@ -359,7 +341,7 @@ async fn persist_pushes_on_sleep() {
         .await
         .unwrap();
     assert_eq!(r.uploaded_bytes, 0, "{r:?}");
-    sh(&d, "keep", "test $(stat -c %s data) = 3145728").await;
+    sh_ok(&d.client, "keep", "test $(stat -c %s data) = 3145728").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,35 +5,9 @@ use std::time::Duration;
 
 use bothy_api::exec::ExecRequest;
 use bothy_api::sandbox::CreateSandbox;
-use bothy_testkit::{Options, TestDaemon};
+use bothy_testkit::{sh_fails, sh_status, Options, TestDaemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bothy");
-
-async fn probe(d: &TestDaemon, name: &str, cmd: &str) -> (i32, String) {
-    let r = d
-        .client
-        .exec(
-            name,
-            &ExecRequest {
-                shell: Some(format!("{cmd} 2>&1")),
-                timeout_ms: Some(20_000),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("exec");
-    (
-        r.exit_code.unwrap_or(-1),
-        String::from_utf8_lossy(&r.stdout_bytes()).into_owned(),
-    )
-}
-
-/// Runs `cmd` and asserts it fails (non-zero exit).
-async fn denied(d: &TestDaemon, name: &str, cmd: &str) -> String {
-    let (code, out) = probe(d, name, cmd).await;
-    assert_ne!(code, 0, "`{cmd}` should have been denied, got: {out}");
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_see_or_touch_the_host() {
@@ -65,18 +39,18 @@ async fn cannot_see_or_touch_the_host() {
 
     // Identity: root inside, an unprivileged uid outside.
     assert_eq!(
-        probe(&d, "probe", "id -u; hostname").await,
+        sh_status(&d.client, "probe", "id -u; hostname").await,
         (0, "0\nprobe\n".into())
     );
     assert_eq!(
-        probe(&d, "probe", "grep NoNewPrivs /proc/self/status")
+        sh_status(&d.client, "probe", "grep NoNewPrivs /proc/self/status")
             .await
             .1
             .split_whitespace()
             .last(),
         Some("1")
     );
-    probe(&d, "probe", "touch /workspace/owned").await;
+    sh_status(&d.client, "probe", "touch /workspace/owned").await;
     let meta = std::fs::metadata(
         d.data_dir()
             .join("sandboxes/probe/disk/root/upper/workspace/owned"),
@@ -90,12 +64,17 @@ async fn cannot_see_or_touch_the_host() {
     );
 
     // Processes: only the sandbox's own.
-    let (_, pids) = probe(&d, "probe", "ls /proc | grep -c '^[0-9]'").await;
+    let (_, pids) = sh_status(&d.client, "probe", "ls /proc | grep -c '^[0-9]'").await;
     assert!(
         pids.trim().parse::<u32>().unwrap() < 10,
         "sees host processes: {pids}"
     );
-    let (_, cmdlines) = probe(&d, "probe", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    let (_, cmdlines) = sh_status(
+        &d.client,
+        "probe",
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+    )
+    .await;
     assert!(!cmdlines.contains("serve"), "sees the daemon: {cmdlines}");
 
     // Files: none of the host's beyond the image.
@@ -107,9 +86,9 @@ async fn cannot_see_or_touch_the_host() {
         d.data_dir().to_str().unwrap(),
         "/tmp/bothy-test-x",
     ] {
-        denied(&d, "probe", &format!("ls -d {path}")).await;
+        sh_fails(&d.client, "probe", &format!("ls -d {path}")).await;
     }
-    let (_, etc) = probe(&d, "probe", "ls /etc").await;
+    let (_, etc) = sh_status(&d.client, "probe", "ls /etc").await;
     for secret in ["shadow", "gshadow", "sudoers", "gitconfig", "npmrc"] {
         assert!(
             !etc.split_whitespace().any(|e| e == secret),
@@ -118,46 +97,46 @@ async fn cannot_see_or_touch_the_host() {
     }
 
     // Network: loopback only; the daemon's TCP port and the outside are unreachable.
-    let (_, ifaces) = probe(
-        &d,
+    let (_, ifaces) = sh_status(
+        &d.client,
         "probe",
         "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
     )
     .await;
     assert_eq!(ifaces.trim(), "lo");
-    denied(
-        &d,
+    sh_fails(
+        &d.client,
         "probe",
         &format!("timeout 3 bash -c 'echo > /dev/tcp/127.0.0.1/{port}'"),
     )
     .await;
-    denied(
-        &d,
+    sh_fails(
+        &d.client,
         "probe",
         "timeout 3 bash -c 'echo > /dev/tcp/1.1.1.1/53'",
     )
     .await;
-    denied(
-        &d,
+    sh_fails(
+        &d.client,
         "probe",
         "timeout 3 bash -c 'echo > /dev/tcp/10.0.0.1/80'",
     )
     .await;
 
     // Privileged operations.
-    denied(&d, "probe", "mount -t tmpfs none /mnt").await;
-    denied(&d, "probe", "umount /proc").await;
-    denied(&d, "probe", "mount -o remount,rw /sys").await;
-    denied(&d, "probe", "mknod /tmp/sda b 8 0").await;
-    denied(&d, "probe", "mknod /tmp/mem c 1 1").await;
-    denied(&d, "probe", "echo 1 > /proc/sys/kernel/sysrq").await;
-    denied(&d, "probe", "echo h > /proc/sysrq-trigger").await;
-    denied(&d, "probe", "echo x > /sys/kernel/uevent_helper").await;
-    denied(&d, "probe", "hostname evil").await;
+    sh_fails(&d.client, "probe", "mount -t tmpfs none /mnt").await;
+    sh_fails(&d.client, "probe", "umount /proc").await;
+    sh_fails(&d.client, "probe", "mount -o remount,rw /sys").await;
+    sh_fails(&d.client, "probe", "mknod /tmp/sda b 8 0").await;
+    sh_fails(&d.client, "probe", "mknod /tmp/mem c 1 1").await;
+    sh_fails(&d.client, "probe", "echo 1 > /proc/sys/kernel/sysrq").await;
+    sh_fails(&d.client, "probe", "echo h > /proc/sysrq-trigger").await;
+    sh_fails(&d.client, "probe", "echo x > /sys/kernel/uevent_helper").await;
+    sh_fails(&d.client, "probe", "hostname evil").await;
     // Loading a kernel module: finit_module(2) must fail (EPERM; ENOSYS on kernels built
     // without module support, like this machine kind's).
-    let (_, errno) = probe(
-        &d,
+    let (_, errno) = sh_status(
+        &d.client,
         "probe",
         "python3 -c 'import ctypes,os; l=ctypes.CDLL(None,use_errno=True); r=l.syscall(313,0,b\"\",0); print(os.strerror(ctypes.get_errno()))'",
     )
@@ -167,10 +146,10 @@ async fn cannot_see_or_touch_the_host() {
         "finit_module: {errno}"
     );
     // The agent binary (the host's bothy, bind-mounted) cannot be modified (CVE-2019-5736).
-    denied(&d, "probe", "echo x >> /run/bothy/bothy").await;
-    denied(&d, "probe", "echo x >> /proc/1/exe").await;
+    sh_fails(&d.client, "probe", "echo x >> /run/bothy/bothy").await;
+    sh_fails(&d.client, "probe", "echo x >> /proc/1/exe").await;
     // The host's devices are not reachable through /dev.
-    let (_, devs) = probe(&d, "probe", "ls /dev").await;
+    let (_, devs) = sh_status(&d.client, "probe", "ls /dev").await;
     assert!(
         !devs.contains("vda") && !devs.contains("sda") && !devs.contains("kvm"),
         "{devs}"
@@ -190,30 +169,33 @@ async fn sandboxes_cannot_see_each_other() {
         .put_sandbox("b", &CreateSandbox::default())
         .await
         .unwrap();
-    probe(&d, "a", "echo mine > /workspace/a-only; nohup sleep 1000 >/dev/null 2>&1 & python3 -m http.server 8111 >/dev/null 2>&1 &").await;
+    sh_status(&d.client, "a", "echo mine > /workspace/a-only; nohup sleep 1000 >/dev/null 2>&1 & python3 -m http.server 8111 >/dev/null 2>&1 &").await;
     // Wait until the server listens in `a` before probing from `b`.
     assert!(
         bothy_testkit::wait_until(Duration::from_secs(10), || async {
-            probe(&d, "a", "grep -q ':1FAF ' /proc/net/tcp").await.0 == 0
+            sh_status(&d.client, "a", "grep -q ':1FAF ' /proc/net/tcp")
+                .await
+                .0
+                == 0
         })
         .await
     );
-    denied(&d, "b", "cat /workspace/a-only").await;
-    let (_, ps) = probe(&d, "b", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    sh_fails(&d.client, "b", "cat /workspace/a-only").await;
+    let (_, ps) = sh_status(&d.client, "b", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
     assert!(
         !ps.contains("sleep 1000") && !ps.contains("http.server"),
         "{ps}"
     );
-    denied(
-        &d,
+    sh_fails(
+        &d.client,
         "b",
         "timeout 3 bash -c 'echo > /dev/tcp/127.0.0.1/8111'",
     )
     .await;
     // …while the server is reachable inside its own sandbox.
     let reachable = bothy_testkit::wait_until(Duration::from_secs(10), || async {
-        probe(
-            &d,
+        sh_status(
+            &d.client,
             "a",
             "timeout 3 bash -c 'echo > /dev/tcp/127.0.0.1/8111'",
         )
@@ -258,7 +240,7 @@ async fn bombs_stay_inside_their_sandbox() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (code, out) = probe(&d, "calm", "echo still serving").await;
+    let (code, out) = sh_status(&d.client, "calm", "echo still serving").await;
     assert_eq!(
         (code, out.as_str()),
         (0, "still serving\n"),
@@ -291,9 +273,9 @@ async fn bombs_stay_inside_their_sandbox() {
         r.exit_code,
         &r.stderr[..r.stderr.len().min(300)]
     );
-    let (code, _) = probe(&d, "calm", "true").await;
+    let (code, _) = sh_status(&d.client, "calm", "true").await;
     assert_eq!(code, 0);
     // The bomb's sandbox itself recovers (or is woken again on the next request).
-    let (code, out) = probe(&d, "bomb", "echo recovered").await;
+    let (code, out) = sh_status(&d.client, "bomb", "echo recovered").await;
     assert_eq!((code, out.as_str()), (0, "recovered\n"));
 }

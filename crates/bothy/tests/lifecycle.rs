@@ -5,7 +5,7 @@ use std::time::Duration;
 use bothy_api::exec::ExecRequest;
 use bothy_api::sandbox::{CreateSandbox, SandboxState};
 use bothy_api::ErrorCode;
-use bothy_testkit::{wait_until, Options, TestDaemon};
+use bothy_testkit::{sh_ok, wait_until, Options, TestDaemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bothy");
 
@@ -14,12 +14,6 @@ fn sh(cmd: &str) -> ExecRequest {
         shell: Some(cmd.into()),
         ..Default::default()
     }
-}
-
-async fn run(d: &TestDaemon, name: &str, cmd: &str) -> String {
-    let r = d.client.exec(name, &sh(cmd)).await.expect("exec");
-    assert_eq!(r.exit_code, Some(0), "{cmd}: {r:?}");
-    String::from_utf8(r.stdout_bytes()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +72,7 @@ async fn sleep_wake_and_persistence() {
         .put_sandbox("p", &CreateSandbox::default())
         .await
         .unwrap();
-    run(&d, "p", "echo kept > /workspace/f && mkdir -p /root/x && echo y > /root/x/y && echo tmp > /tmp/t && head -c 1000000 /dev/urandom > /workspace/big && sha256sum /workspace/big > /workspace/big.sum").await;
+    sh_ok(&d.client, "p", "echo kept > /workspace/f && mkdir -p /root/x && echo y > /root/x/y && echo tmp > /tmp/t && head -c 1000000 /dev/urandom > /workspace/big && sha256sum /workspace/big > /workspace/big.sum").await;
     let slept = d.client.sleep_sandbox("p").await.unwrap();
     assert_eq!(slept.state, SandboxState::Sleeping);
     assert_eq!(
@@ -86,7 +80,7 @@ async fn sleep_wake_and_persistence() {
         SandboxState::Sleeping
     );
     // Any request wakes it transparently.
-    let out = run(&d, "p", "cat /workspace/f /root/x/y /tmp/t && sha256sum -c /workspace/big.sum >/dev/null && echo sum-ok").await;
+    let out = sh_ok(&d.client, "p", "cat /workspace/f /root/x/y /tmp/t && sha256sum -c /workspace/big.sum >/dev/null && echo sum-ok").await;
     assert_eq!(out, "kept\ny\ntmp\nsum-ok\n");
     assert_eq!(
         d.client.get_sandbox("p").await.unwrap().state,
@@ -98,7 +92,7 @@ async fn sleep_wake_and_persistence() {
     d.client.sleep_sandbox("p").await.unwrap();
     let woken = d.client.wake_sandbox("p").await.unwrap();
     assert_eq!(woken.state, SandboxState::Running);
-    assert_eq!(run(&d, "p", "cat /workspace/f").await, "kept\n");
+    assert_eq!(sh_ok(&d.client, "p", "cat /workspace/f").await, "kept\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,8 +106,8 @@ async fn survives_daemon_kill9_and_graceful_restart() {
         .await
         .unwrap();
     // A process that must keep running across the daemon's death.
-    run(&d, "k", "nohup sh -c 'while true; do date +%s%N >> /workspace/ticks; sleep 0.05; done' >/dev/null 2>&1 &").await;
-    run(&d, "k", "echo before > /workspace/before").await;
+    sh_ok(&d.client, "k", "nohup sh -c 'while true; do date +%s%N >> /workspace/ticks; sleep 0.05; done' >/dev/null 2>&1 &").await;
+    sh_ok(&d.client, "k", "echo before > /workspace/before").await;
 
     d.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -121,14 +115,17 @@ async fn survives_daemon_kill9_and_graceful_restart() {
     let after = d.client.get_sandbox("k").await.unwrap();
     assert_eq!(after.state, SandboxState::Running);
     assert_eq!(after.pid, info.pid, "same sandbox init, re-attached");
-    let ticks1 = run(&d, "k", "wc -l < /workspace/ticks").await;
+    let ticks1 = sh_ok(&d.client, "k", "wc -l < /workspace/ticks").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ticks2 = run(&d, "k", "wc -l < /workspace/ticks").await;
+    let ticks2 = sh_ok(&d.client, "k", "wc -l < /workspace/ticks").await;
     assert!(
         ticks2.trim().parse::<u64>().unwrap() > ticks1.trim().parse::<u64>().unwrap(),
         "the background loop kept running through the restart"
     );
-    assert_eq!(run(&d, "k", "cat /workspace/before").await, "before\n");
+    assert_eq!(
+        sh_ok(&d.client, "k", "cat /workspace/before").await,
+        "before\n"
+    );
 
     // SIGTERM: graceful exit, sandboxes untouched.
     assert_eq!(
@@ -147,7 +144,10 @@ async fn survives_daemon_kill9_and_graceful_restart() {
         d.client.get_sandbox("k").await.unwrap().state,
         SandboxState::Sleeping
     );
-    assert_eq!(run(&d, "k", "cat /workspace/before").await, "before\n");
+    assert_eq!(
+        sh_ok(&d.client, "k", "cat /workspace/before").await,
+        "before\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +219,7 @@ async fn sandbox_env_and_settings_update() {
         ..Default::default()
     };
     d.client.put_sandbox("env", &spec).await.unwrap();
-    assert_eq!(run(&d, "env", "echo $GREETING").await, "hi\n");
+    assert_eq!(sh_ok(&d.client, "env", "echo $GREETING").await, "hi\n");
     let mut req = sh("echo $GREETING $EXTRA");
     req.env.insert("EXTRA".into(), "there".into());
     let r = d.client.exec("env", &req).await.unwrap();
@@ -230,10 +230,10 @@ async fn sandbox_env_and_settings_update() {
         ..Default::default()
     };
     d.client.put_sandbox("env", &spec).await.unwrap();
-    assert_eq!(run(&d, "env", "echo $GREETING").await, "hello\n");
+    assert_eq!(sh_ok(&d.client, "env", "echo $GREETING").await, "hello\n");
     // …and survives sleep.
     d.client.sleep_sandbox("env").await.unwrap();
-    assert_eq!(run(&d, "env", "echo $GREETING").await, "hello\n");
+    assert_eq!(sh_ok(&d.client, "env", "echo $GREETING").await, "hello\n");
     // Changing the image of an existing sandbox is refused.
     let err = d
         .client
@@ -258,7 +258,7 @@ async fn destroy_removes_everything() {
         .put_sandbox("gone", &CreateSandbox::default())
         .await
         .unwrap();
-    run(&d, "gone", "echo secret > /workspace/s").await;
+    sh_ok(&d.client, "gone", "echo secret > /workspace/s").await;
     d.client.delete_sandbox("gone").await.unwrap();
     let err = d.client.get_sandbox("gone").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::SandboxNotFound));

@@ -12,42 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bothy_api::exec::ExecRequest;
 use bothy_api::git::{CheckoutDone, CheckoutRequest};
 use bothy_api::network::{
     EgressPolicy, HeaderValue, HostRule, NetworkConfig, NetworkMode, PolicyAction,
 };
 use bothy_api::sandbox::CreateSandbox;
 use bothy_api::{ApiError, ErrorCode};
-use bothy_testkit::{Options, TestDaemon};
+use bothy_testkit::{sh_fails, sh_status, Options, TestDaemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bothy");
-
-async fn probe(d: &TestDaemon, name: &str, cmd: &str) -> (i32, String) {
-    let r = d
-        .client
-        .exec(
-            name,
-            &ExecRequest {
-                shell: Some(format!("{cmd} 2>&1")),
-                timeout_ms: Some(30_000),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("exec");
-    (
-        r.exit_code.unwrap_or(-1),
-        String::from_utf8_lossy(&r.stdout_bytes()).into_owned(),
-    )
-}
-
-/// Runs `cmd` in the sandbox and asserts it fails.
-async fn fails(d: &TestDaemon, name: &str, cmd: &str) -> String {
-    let (code, out) = probe(d, name, cmd).await;
-    assert_ne!(code, 0, "`{cmd}` should have failed, got: {out}");
-    out
-}
 
 fn mode(m: NetworkMode) -> CreateSandbox {
     CreateSandbox {
@@ -321,15 +294,15 @@ async fn none_mode_has_no_route() {
     let info = d.client.get_network("lo").await.unwrap();
     assert_eq!(info.mode, NetworkMode::None);
     assert_eq!(info.address, None);
-    let (_, ifaces) = probe(
-        &d,
+    let (_, ifaces) = sh_status(
+        &d.client,
         "lo",
         "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
     )
     .await;
     assert_eq!(ifaces.trim(), "lo");
     let t = Instant::now();
-    let out = fails(&d, "lo", "bash -c 'echo > /dev/tcp/10.88.0.1/80'").await;
+    let out = sh_fails(&d.client, "lo", "bash -c 'echo > /dev/tcp/10.88.0.1/80'").await;
     assert!(out.contains("unreachable"), "{out}");
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -367,8 +340,8 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
     let (a_addr, b_addr) = (a.address.unwrap(), b.address.unwrap());
     let gw = a.gateway.unwrap();
     assert_ne!(a_addr, b_addr);
-    let (_, ifaces) = probe(
-        &d,
+    let (_, ifaces) = sh_status(
+        &d.client,
         "a",
         "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort",
     )
@@ -387,15 +360,18 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
     let udp_port = udp.local_addr().unwrap().port();
 
     // Another sandbox serving on its own address.
-    probe(
-        &d,
+    sh_status(
+        &d.client,
         "b",
         "nohup python3 -m http.server 8111 --bind 0.0.0.0 >/dev/null 2>&1 &",
     )
     .await;
     assert!(
         bothy_testkit::wait_until(Duration::from_secs(10), || async {
-            probe(&d, "b", "grep -q ':1FAF ' /proc/net/tcp").await.0 == 0
+            sh_status(&d.client, "b", "grep -q ':1FAF ' /proc/net/tcp")
+                .await
+                .0
+                == 0
         })
         .await
     );
@@ -411,8 +387,8 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
         format!("http://{a_addr}:8111/"),
     ];
     for t in &targets {
-        let out = fails(
-            &d,
+        let out = sh_fails(
+            &d.client,
             "a",
             &format!("curl -sSf -m 5 -H 'Authorization: Bearer tok' {t}"),
         )
@@ -427,8 +403,8 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
         (gw.as_str(), any_port.to_string()),
         ("169.254.169.254", "80".to_string()),
     ] {
-        let (_, out) = probe(
-            &d,
+        let (_, out) = sh_status(
+            &d.client,
             "a",
             &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}; printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'"),
         )
@@ -436,8 +412,8 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
         assert!(!out.contains("HTTP/1.0 200"), "{host}:{port}: {out}");
     }
     // UDP to a host service: dropped.
-    probe(
-        &d,
+    sh_status(
+        &d.client,
         "a",
         &format!("python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('{gw}', {udp_port}))\""),
     )
@@ -450,8 +426,8 @@ async fn proxy_mode_reaches_nothing_of_the_host_or_other_sandboxes() {
     assert_eq!(lo_hits.load(Ordering::SeqCst), 0);
     assert_eq!(any_hits.load(Ordering::SeqCst), 0);
     // The sandbox cannot change its address (no CAP_NET_ADMIN) to pass for another one.
-    fails(
-        &d,
+    sh_fails(
+        &d.client,
         "a",
         &format!("python3 -c \"import fcntl,socket,struct; s=socket.socket(); fcntl.ioctl(s, 0x8916, struct.pack('16sH2s4s8s', b'eth0', socket.AF_INET, b'', socket.inet_aton('{b_addr}'), b''))\""),
     )
@@ -483,17 +459,22 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
     d.client.put_sandbox("s", &spec).await.unwrap();
 
     // DNS: routed and denied names get synthetic addresses; single labels do not resolve.
-    let (code, out) = probe(&d, "s", "getent hosts api.example.test").await;
+    let (code, out) = sh_status(&d.client, "s", "getent hosts api.example.test").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("198.18."), "{out}");
-    let (code, out) = probe(&d, "s", "getent hosts x.evil.test").await;
+    let (code, out) = sh_status(&d.client, "s", "getent hosts x.evil.test").await;
     assert_eq!(code, 0, "{out}");
-    fails(&d, "s", "getent hosts nosuchlabel").await;
-    let (_, resolv) = probe(&d, "s", "cat /etc/resolv.conf").await;
+    sh_fails(&d.client, "s", "getent hosts nosuchlabel").await;
+    let (_, resolv) = sh_status(&d.client, "s", "cat /etc/resolv.conf").await;
     assert!(resolv.contains("nameserver 10.88.0.1"), "{resolv}");
 
     // HTTP through the routing rule, with the header added on the way.
-    let (code, out) = probe(&d, "s", "curl -sSf -m 10 http://api.example.test/hello").await;
+    let (code, out) = sh_status(
+        &d.client,
+        "s",
+        "curl -sSf -m 10 http://api.example.test/hello",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "hello from upstream\n"));
     {
         let seen = seen.lock().unwrap();
@@ -502,10 +483,15 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
         assert!(last.contains("x-injected: from-the-proxy"), "{last}");
     }
     // HTTPS: intercepted with the installation's CA, which the sandbox trusts by default.
-    let (code, out) = probe(&d, "s", "curl -sSf -m 10 https://api.example.test/secure").await;
+    let (code, out) = sh_status(
+        &d.client,
+        "s",
+        "curl -sSf -m 10 https://api.example.test/secure",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "hello from upstream\n"));
     // A denied host fails clearly.
-    let out = fails(&d, "s", "curl -sSf -m 10 http://x.evil.test/").await;
+    let out = sh_fails(&d.client, "s", "curl -sSf -m 10 http://x.evil.test/").await;
     assert!(out.contains("403"), "{out}");
 
     // A policy change applies to the next request, without a restart.
@@ -522,7 +508,7 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
         )
         .await
         .unwrap();
-    let out = fails(&d, "s", "curl -sSf -m 10 http://api.example.test/").await;
+    let out = sh_fails(&d.client, "s", "curl -sSf -m 10 http://api.example.test/").await;
     assert!(out.contains("403"), "{out}");
 
     // proxy → none at runtime: the link goes away, connections fail at once.
@@ -538,15 +524,15 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
         .await
         .unwrap();
     assert_eq!(info.address, None);
-    let (_, ifaces) = probe(
-        &d,
+    let (_, ifaces) = sh_status(
+        &d.client,
         "s",
         "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
     )
     .await;
     assert_eq!(ifaces.trim(), "lo");
     let t = Instant::now();
-    fails(&d, "s", "curl -sSf -m 10 http://api.example.test/").await;
+    sh_fails(&d.client, "s", "curl -sSf -m 10 http://api.example.test/").await;
     assert!(t.elapsed() < Duration::from_secs(3));
 
     // none → proxy at runtime: back, same process (no restart).
@@ -562,13 +548,23 @@ async fn dns_routing_policy_and_mode_switch_at_runtime() {
         .await
         .unwrap();
     assert!(info.address.is_some());
-    let (code, out) = probe(&d, "s", "curl -sSf -m 10 http://api.example.test/again").await;
+    let (code, out) = sh_status(
+        &d.client,
+        "s",
+        "curl -sSf -m 10 http://api.example.test/again",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "hello from upstream\n"));
     assert_eq!(d.client.get_sandbox("s").await.unwrap().pid, pid_before);
 
     // Sleep and wake: the link is set up again on wake.
     d.client.sleep_sandbox("s").await.unwrap();
-    let (code, out) = probe(&d, "s", "curl -sSf -m 10 http://api.example.test/woken").await;
+    let (code, out) = sh_status(
+        &d.client,
+        "s",
+        "curl -sSf -m 10 http://api.example.test/woken",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "hello from upstream\n"));
 
     // Bad input is refused clearly.
@@ -645,10 +641,10 @@ async fn git_clone_through_the_proxy_with_an_injected_token() {
     assert_eq!(done.dir, "/workspace/repo");
     assert_eq!(done.commit, commit);
     assert_eq!(done.branch.as_deref(), Some("main"));
-    let (_, readme) = probe(&d, "g", "cat /workspace/repo/README").await;
+    let (_, readme) = sh_status(&d.client, "g", "cat /workspace/repo/README").await;
     assert_eq!(readme, "hello through the proxy\n");
     // The token never entered the sandbox.
-    let (_, grep) = probe(&d, "g", "grep -rl s3cret-token /workspace /root /etc 2>/dev/null; cat /proc/*/environ 2>/dev/null | grep -c s3cret-token").await;
+    let (_, grep) = sh_status(&d.client, "g", "grep -rl s3cret-token /workspace /root /etc 2>/dev/null; cat /proc/*/environ 2>/dev/null | grep -c s3cret-token").await;
     assert_eq!(grep.trim(), "0", "{grep}");
 
     // HTTPS (intercepted; the sandbox trusts the installation's CA by default), shallow,
@@ -830,7 +826,7 @@ async fn links_survive_daemon_restarts() {
     let pid = d.client.get_sandbox("r").await.unwrap().pid;
     let curl = "curl -sSf -m 10 http://api.example.test/x";
     assert_eq!(
-        probe(&d, "r", curl).await,
+        sh_status(&d.client, "r", curl).await,
         (0, "hello from upstream\n".into())
     );
 
@@ -841,7 +837,7 @@ async fn links_survive_daemon_restarts() {
     assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
     assert_eq!(d.client.get_network("r").await.unwrap().address, before);
     assert_eq!(
-        probe(&d, "r", curl).await,
+        sh_status(&d.client, "r", curl).await,
         (0, "hello from upstream\n".into())
     );
 
@@ -850,7 +846,7 @@ async fn links_survive_daemon_restarts() {
     d.restart().await;
     assert_eq!(d.client.get_sandbox("r").await.unwrap().pid, pid);
     assert_eq!(
-        probe(&d, "r", curl).await,
+        sh_status(&d.client, "r", curl).await,
         (0, "hello from upstream\n".into())
     );
 }

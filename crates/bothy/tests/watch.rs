@@ -11,23 +11,9 @@ use bothy_api::watch::{WatchEvent, WatchEventKind as K};
 use bothy_api::ErrorCode;
 use bothy_client::watch::{WatchOptions, WatchStream};
 use bothy_client::Client;
-use bothy_testkit::TestDaemon;
+use bothy_testkit::{sh_ok, TestDaemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bothy");
-
-async fn sh(c: &Client, name: &str, script: &str) {
-    let r = c
-        .exec(
-            name,
-            &ExecRequest {
-                shell: Some(script.into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.exit_code, Some(0), "{script}: {}", r.stderr);
-}
 
 async fn next(s: &mut WatchStream, wait: Duration) -> Option<WatchEvent> {
     tokio::time::timeout(wait, s.next())
@@ -72,12 +58,12 @@ async fn watch_reports_changes_made_inside_the_sandbox() {
     };
     let c = &d.client;
     c.put_sandbox("w", &CreateSandbox::default()).await.unwrap();
-    sh(c, "w", "mkdir -p /workspace/p").await;
+    sh_ok(c, "w", "mkdir -p /workspace/p").await;
     let (mut s, ready) = open(c, "w", at("p")).await;
     assert_eq!(ready.path, "/workspace/p");
 
     // Types, a tree at once, a rename within and out of the tree, close-after-write.
-    sh(
+    sh_ok(
         c,
         "w",
         "cd /workspace/p && echo one > a && mkdir -p t/u/v && touch t/u/v/f \
@@ -110,7 +96,7 @@ async fn watch_reports_changes_made_inside_the_sandbox() {
     // Resume by cursor: what happens while disconnected is replayed.
     let cursor = ev.last().unwrap().cursor.clone();
     drop(s);
-    sh(c, "w", "touch /workspace/p/missed1 /workspace/p/missed2").await;
+    sh_ok(c, "w", "touch /workspace/p/missed1 /workspace/p/missed2").await;
     let (mut s, ready) = open(
         c,
         "w",
@@ -142,7 +128,7 @@ async fn watch_reports_changes_made_inside_the_sandbox() {
     assert_eq!(paths, vec![w("missed1"), w("missed2")]);
 
     // Stopped when the directory goes; the stream ends.
-    sh(c, "w", "rm -rf /workspace/p").await;
+    sh_ok(c, "w", "rm -rf /workspace/p").await;
     let ev = drain(&mut s, Duration::from_secs(3)).await;
     let last = ev.last().expect("events");
     assert_eq!(
@@ -164,7 +150,7 @@ async fn burst_of_50000_creations_inside_the_sandbox() {
     c.put_sandbox("burst", &CreateSandbox::default())
         .await
         .unwrap();
-    sh(c, "burst", "mkdir -p /workspace/b").await;
+    sh_ok(c, "burst", "mkdir -p /workspace/b").await;
     let (mut s, _) = open(
         c,
         "burst",
@@ -177,7 +163,7 @@ async fn burst_of_50000_creations_inside_the_sandbox() {
     const N: usize = 50_000;
     let c2 = c.clone();
     let writer = tokio::spawn(async move {
-        sh(
+        sh_ok(
             &c2,
             "burst",
             "cd /workspace/b && i=0; while [ $i -lt 50000 ]; do : > f$i; i=$((i+1)); done",
@@ -224,7 +210,7 @@ async fn bad_paths_filters_and_no_view_of_the_host() {
     };
     let c = &d.client;
     c.put_sandbox("f", &CreateSandbox::default()).await.unwrap();
-    sh(c, "f", "mkdir -p /workspace/r/src && touch /workspace/file").await;
+    sh_ok(c, "f", "mkdir -p /workspace/r/src && touch /workspace/file").await;
     let err = |opts: WatchOptions| async move { c.watch("f", &opts).await.err().unwrap() };
     assert_eq!(err(at("nope")).await.code(), Some(ErrorCode::FileNotFound));
     assert_eq!(err(at("file")).await.code(), Some(ErrorCode::NotADirectory));
@@ -259,7 +245,7 @@ async fn bad_paths_filters_and_no_view_of_the_host() {
         },
     )
     .await;
-    sh(
+    sh_ok(
         c,
         "f",
         "cd /workspace/r && touch src/main.rs src/x.c && mkdir -p .git node_modules/m && touch .git/HEAD node_modules/m/i.js",
@@ -289,7 +275,7 @@ async fn cli_watch_prints_changes() {
     c.put_sandbox("cli", &CreateSandbox::default())
         .await
         .unwrap();
-    sh(c, "cli", "mkdir -p /workspace/d").await;
+    sh_ok(c, "cli", "mkdir -p /workspace/d").await;
     let mut child = d
         .cli()
         .args(["watch", "cli", "d", "--json", "--exclude", ""])
@@ -308,7 +294,7 @@ async fn cli_watch_prints_changes() {
         }
     });
     assert_eq!(recv(&mut rx).await.kind, K::Ready);
-    sh(c, "cli", "mkdir /workspace/d/.git && rm -rf /workspace/d").await;
+    sh_ok(c, "cli", "mkdir /workspace/d/.git && rm -rf /workspace/d").await;
     let mut kinds = Vec::new();
     loop {
         let e = recv(&mut rx).await;
@@ -346,9 +332,9 @@ async fn sleep_ends_the_watch_and_resuming_after_it_gets_resync() {
     };
     let c = &d.client;
     c.put_sandbox("s", &CreateSandbox::default()).await.unwrap();
-    sh(c, "s", "mkdir -p /workspace/d").await;
+    sh_ok(c, "s", "mkdir -p /workspace/d").await;
     let (mut s, _) = open(c, "s", at("d")).await;
-    sh(c, "s", "touch /workspace/d/before").await;
+    sh_ok(c, "s", "touch /workspace/d/before").await;
     let ev = drain(&mut s, QUIET).await;
     let cursor = ev.last().expect("events").cursor.clone();
 
@@ -410,7 +396,7 @@ async fn sleep_ends_the_watch_and_resuming_after_it_gets_resync() {
         (r.kind, r.reason.as_deref()),
         (K::Resync, Some("unknown_cursor"))
     );
-    sh(c, "s", "touch /workspace/d/after").await;
+    sh_ok(c, "s", "touch /workspace/d/after").await;
     let ev = drain(&mut s, QUIET).await;
     assert!(has(&ev, K::Create, "/workspace/d/after"), "{ev:#?}");
 }
@@ -438,7 +424,7 @@ async fn git_clone_is_reported_file_by_file() {
         eprintln!("SKIPPED git_clone_is_reported_file_by_file: no git in the sandbox image");
         return;
     }
-    sh(
+    sh_ok(
         c,
         "g",
         "mkdir -p /tmp/src/a/b /workspace/c && cd /tmp/src && git init -q \
@@ -447,7 +433,7 @@ async fn git_clone_is_reported_file_by_file() {
     )
     .await;
     let (mut s, _) = open(c, "g", at("c")).await;
-    sh(c, "g", "git clone -q /tmp/src /workspace/c/repo").await;
+    sh_ok(c, "g", "git clone -q /tmp/src /workspace/c/repo").await;
     let ev = drain(&mut s, QUIET).await;
     let mut expected = vec![
         "repo".to_string(),
@@ -498,7 +484,7 @@ async fn an_open_watch_keeps_the_sandbox_awake() {
         "an open watch is activity"
     );
     // Still delivering.
-    sh(c, "awake", "touch /workspace/still").await;
+    sh_ok(c, "awake", "touch /workspace/still").await;
     let ev = drain(&mut s, QUIET).await;
     assert!(has(&ev, K::Create, "/workspace/still"));
     drop(s);
