@@ -173,6 +173,18 @@ impl From<crate::NameError> for ApiError {
     }
 }
 
+/// An error and its sources, as one line: `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

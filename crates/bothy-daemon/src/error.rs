@@ -69,17 +69,7 @@ pub fn error_response(e: &ApiError) -> Response {
         .into_response()
 }
 
-/// An error and its sources, as one line: `outer: inner: innermost`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+pub use bothy_api::error::error_chain;
 
 /// Parses a sandbox name from a path segment.
 pub fn parse_name(s: &str) -> Result<SandboxName, DaemonError> {

@@ -423,16 +423,7 @@ pub(crate) fn error(status: StatusCode, code: ErrorCode, message: String) -> Res
     r
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+pub(crate) use bothy_api::error::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -152,20 +152,30 @@ async fn measure(t: Target, m: Metric) -> f64 {
     }
 }
 
-/// Pid of the `bothy serve` whose data directory is `dir`.
-fn find_daemon(dir: &std::path::Path) -> i32 {
-    let dir = dir.to_string_lossy().into_owned();
+/// Pid of the first process whose command line (its arguments, split) satisfies `matches`.
+fn find_process(what: &str, matches: impl Fn(&[&[u8]]) -> bool) -> i32 {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("serve") && c.contains(dir.as_str())
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                matches(&args)
             })
         })
-        .expect("the daemon's pid")
+        .unwrap_or_else(|| panic!("the pid of {what}"))
+}
+
+/// Pid of the `bothy serve` whose data directory is `dir`.
+fn find_daemon(dir: &std::path::Path) -> i32 {
+    let dir = dir.to_string_lossy().into_owned();
+    find_process("the daemon", |args| {
+        args.contains(&b"serve".as_slice())
+            && args
+                .iter()
+                .any(|a| String::from_utf8_lossy(a).contains(dir.as_str()))
+    })
 }
 
 /// User + system CPU seconds used so far by process `pid` (all its threads).
@@ -193,20 +203,12 @@ fn thread_cpu_secs() -> f64 {
 /// Host pid of the upstream server (its command line names the benchmark port).
 fn find_upstream() -> i32 {
     let port = PORT.to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                args.contains(&port.as_bytes())
-                    && args
-                        .iter()
-                        .any(|a| *a == b"server.js" || *a == b"http.server")
-            })
-        })
-        .expect("the upstream server's pid")
+    find_process("the upstream server", |args| {
+        args.contains(&port.as_bytes())
+            && args
+                .iter()
+                .any(|a| *a == b"server.js" || *a == b"http.server")
+    })
 }
 
 /// Where the parties of a measurement may run.
