@@ -243,6 +243,29 @@ impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.kill9();
         self.kill_sandboxes();
+        self.remove_firewall_table();
+    }
+}
+
+impl TestDaemon {
+    /// Deletes the nftables table of this (killed) daemon. A daemon killed with SIGKILL cannot
+    /// remove it, and until the next daemon's sweep its NAT chain would keep conntrack running
+    /// on all of the host's traffic (which skews benchmarks). Nothing to do where the daemon
+    /// made none (no nft, or `none` networking).
+    fn remove_firewall_table(&self) {
+        // The daemon's naming (`bothy_daemon::net::firewall::table_name`) for a non-default
+        // cgroup parent: `bothy_` and the name with non-alphanumerics as `_`.
+        let name: String = self
+            .cgroup_parent
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(48)
+            .collect();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &format!("bothy_{name}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
