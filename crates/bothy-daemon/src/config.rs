@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     /// Domain of preview URLs (`{port}-{name}-{token}.{domain}`); default
     /// `localhost:{TCP port}`.
     pub preview_domain: Option<String>,
+    /// Most open preview connections to one sandbox.
+    pub preview_max_connections: usize,
     /// Snapshot layer chains longer than this are flattened into one layer.
     pub max_layer_depth: usize,
     /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
@@ -59,6 +61,7 @@ impl DaemonConfig {
             idle_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
+            preview_max_connections: crate::preview::limit::DEFAULT_PER_SANDBOX,
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
             backup_store: None,
             backup_gc: Duration::from_secs(60),

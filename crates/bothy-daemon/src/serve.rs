@@ -111,7 +111,11 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
             stop.clone(),
         ));
     }
-    let previews = crate::preview::Previews::new(manager.clone(), cfg.preview_domain.clone());
+    let previews = crate::preview::Previews::new(
+        manager.clone(),
+        cfg.preview_domain.clone(),
+        crate::preview::limit::ConnLimit::for_this_process(cfg.preview_max_connections),
+    );
     // Backups go to their own store if one is configured, else to the default blob store.
     let backup_store = match (&cfg.backup_store, cfg.blob_stores.first()) {
         (Some(s), _) | (None, Some(s)) => s.clone(),

@@ -865,3 +865,143 @@ async fn previews_reach_only_their_own_sandbox() {
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
 }
+
+/// Sends a keep-alive GET on `s` and reads one Content-Length framed response; returns
+/// (status, body). The connection stays open.
+async fn keepalive_get(s: &mut tokio::net::TcpStream, host: &str) -> (u16, String) {
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if body.len() >= len {
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+            return (status, body.to_string());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_connections_are_capped_per_sandbox() {
+    let Some(d) = TestDaemon::start_with(
+        BIN,
+        Options {
+            tcp_token: Some("secret-token".into()),
+            extra_args: vec!["--preview-max-connections".into(), "3".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let tcp = d.tcp_addr.clone().unwrap();
+    let c = &d.client;
+    sandbox(&d, "busy").await;
+    sandbox(&d, "calm").await;
+    c.start_process(
+        "busy",
+        &ProcessStart {
+            id: Some("srv".into()),
+            argv: argv(&[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+                "--protocol",
+                "HTTP/1.1",
+            ]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.wait_port(
+        "busy",
+        "srv",
+        &WaitPort {
+            port: 8000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let expose = |name: &'static str| async move {
+        host_of(
+            &c.expose_port(
+                name,
+                &ExposeRequest {
+                    port: 8000,
+                    rotate: false,
+                },
+            )
+            .await
+            .unwrap()
+            .url,
+        )
+    };
+    let busy = expose("busy").await;
+    let calm = expose("calm").await;
+    // Three open (kept-alive) connections are the most "busy" may have.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&tcp).await.unwrap();
+        let (status, body) = keepalive_get(&mut s, &busy).await;
+        assert_eq!(status, 200, "{body}");
+        open.push(s);
+    }
+    let (status, body) = http_get(&tcp, &busy, "/").await;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "resource_exhausted", "{body}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("--preview-max-connections"),
+        "{body}"
+    );
+    // Another sandbox is not held back by it (nothing listens there: 502, not 503).
+    let (status, body) = http_get(&tcp, &calm, "/").await;
+    assert_eq!(status, 502, "{body}");
+    // The kept connections still work, and closing one lets a new one in.
+    let (status, _) = keepalive_get(&mut open[0], &busy).await;
+    assert_eq!(status, 200);
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&tcp, &busy, "/").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection admitted after one closed: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

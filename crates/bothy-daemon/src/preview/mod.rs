@@ -12,8 +12,10 @@
 //!   up), then splices bytes both ways for the rest of the connection — HTTP keep-alive and
 //!   WebSocket upgrades included, with no per-request parsing. The connection counts as
 //!   activity while it is open.
+//! - [`limit`]: caps on open preview connections, per sandbox and in total.
 
 pub mod api;
+pub mod limit;
 pub mod listener;
 pub mod proxy;
 pub mod sockets;
@@ -34,11 +36,17 @@ pub struct Previews {
     domain: Arc<OnceLock<String>>,
     /// Opens connections inside sandboxes.
     pub sockets: Arc<sockets::Sockets>,
+    /// Caps on open connections.
+    pub limit: Arc<limit::ConnLimit>,
 }
 
 impl Previews {
-    /// `domain`: the configured preview domain, if any.
-    pub fn new(manager: Arc<Manager>, domain: Option<String>) -> Self {
+    /// `domain`: the configured preview domain, if any; `limit`: caps on open connections.
+    pub fn new(
+        manager: Arc<Manager>,
+        domain: Option<String>,
+        limit: Arc<limit::ConnLimit>,
+    ) -> Self {
         let cell = OnceLock::new();
         if let Some(d) = domain.filter(|d| !d.is_empty()) {
             let _ = cell.set(d.trim_start_matches('.').to_ascii_lowercase());
@@ -47,6 +55,7 @@ impl Previews {
             manager,
             domain: Arc::new(cell),
             sockets: Arc::default(),
+            limit,
         }
     }
 

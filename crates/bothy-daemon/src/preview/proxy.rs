@@ -50,6 +50,11 @@ pub async fn serve(p: Previews, client: TcpStream, target: PreviewHost, head_len
         Some(r) if super::tokens_match(&r.token, &target.token) => {}
         _ => return reject(client, head_len, &not_found()).await,
     }
+    // Held until the connection closes.
+    let _counted = match p.limit.acquire(&target.sandbox) {
+        Ok(g) => g,
+        Err(e) => return reject(client, head_len, &e).await,
+    };
     let was_running = p.manager.slot(&target.sandbox).running().is_some();
     let (slot, running) = match p.manager.ensure_running(&target.sandbox).await {
         Ok(x) => x,
