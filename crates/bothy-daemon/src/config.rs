@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub preview_domain: Option<String>,
     /// Most open preview connections to one sandbox.
     pub preview_max_connections: usize,
+    /// Most connections open at once on the TCP listener; `None`: what the file descriptor
+    /// limit allows.
+    pub max_connections: Option<usize>,
     /// Snapshot layer chains longer than this are flattened into one layer.
     pub max_layer_depth: usize,
     /// Where directory backups are stored: a directory or `s3://bucket[/prefix]?endpoint=...`
@@ -62,6 +65,7 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(5),
             preview_domain: None,
             preview_max_connections: crate::preview::limit::DEFAULT_PER_SANDBOX,
+            max_connections: None,
             max_layer_depth: crate::manager::DEFAULT_MAX_LAYER_DEPTH,
             backup_store: None,
             backup_gc: Duration::from_secs(60),

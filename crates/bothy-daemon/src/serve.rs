@@ -114,7 +114,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     let previews = crate::preview::Previews::new(
         manager.clone(),
         cfg.preview_domain.clone(),
-        crate::preview::limit::ConnLimit::for_this_process(cfg.preview_max_connections),
+        crate::preview::limit::ConnLimit::new(cfg.preview_max_connections),
     );
     // Backups go to their own store if one is configured, else to the default blob store.
     let backup_store = match (&cfg.backup_store, cfg.blob_stores.first()) {
@@ -167,8 +167,13 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         }
         // Preview requests are recognised by their Host and served before auth; the rest
         // reaches the API untouched.
-        let tcp = crate::preview::listener::split(tcp, previews.clone())
-            .map_err(|e| StartupError::new("listen on TCP", e))?;
+        let tcp = crate::preview::listener::split(
+            tcp,
+            previews.clone(),
+            cfg.max_connections
+                .unwrap_or_else(crate::preview::limit::tcp_connection_budget),
+        )
+        .map_err(|e| StartupError::new("listen on TCP", e))?;
         let stop = stop.clone();
         servers.spawn(async move {
             axum::serve(tcp, tcp_app)

@@ -168,3 +168,53 @@ async fn tcp_requires_the_token() {
     });
     assert_eq!(mode.unwrap(), 0o600);
 }
+
+/// The TCP port is public (preview URLs share it): a flood of idle connections is capped
+/// (`--max-connections`) so it cannot take the daemon's file descriptors; past the cap new
+/// connections are closed on arrival, the unix socket keeps working, and room comes back as
+/// connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_capped() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt;
+    let opts = Options {
+        tcp_token: Some("s3cret-token".into()),
+        extra_args: vec!["--max-connections".into(), "4".into()],
+        ..Default::default()
+    };
+    let Some(d) = TestDaemon::start_with(BIN, opts).await else {
+        return;
+    };
+    let addr = d.tcp_addr.clone().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Let the daemon accept (and count) them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the connection past the cap is closed at once, not left hanging");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "the connection past the cap was served: {r:?}"
+    );
+    // The local API is untouched.
+    d.client.list_sandboxes().await.unwrap();
+    // An idle connection still open is one of the counted ones: close them and TCP works again.
+    drop(idle);
+    let tcp = d.tcp_client(Some("s3cret-token"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tcp.list_sandboxes().await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "TCP did not come back after the idle connections closed: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,7 +1,12 @@
-//! Caps on open preview connections. Preview URLs are meant to be shared, so their visitors are
-//! not trusted: without a cap, enough open connections to one sandbox (each holds two sockets
-//! and two pipes in the daemon) would take every file descriptor the daemon has, and with them
-//! the API of every other sandbox. A connection past a cap is answered `resource_exhausted`.
+//! Caps on open connections. Preview URLs are meant to be shared, so their visitors are not
+//! trusted: without caps, enough open connections (a relayed preview connection holds two
+//! sockets and two pipes in the daemon) would take every file descriptor the daemon has, and
+//! with them the API of every sandbox.
+//!
+//! - [`ConnLimit`]: open preview connections per sandbox; past it, `resource_exhausted`, and
+//!   other sandboxes' previews are unaffected.
+//! - [`tcp_connection_budget`]: all connections of the TCP listener together (enforced by
+//!   [`super::listener`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,16 +22,32 @@ const RESERVED_FDS: u64 = 4096;
 /// The total never drops below this, whatever the descriptor limit says.
 const MIN_TOTAL: usize = 64;
 
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    by_sandbox: HashMap<SandboxName, usize>,
+/// File descriptors this process may open (its soft `RLIMIT_NOFILE`, raised at start).
+fn nofile() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// How many things holding `fds_each` descriptors fit in this process's limit, after
+/// [`RESERVED_FDS`]; never less than [`MIN_TOTAL`].
+fn fd_budget(fds_each: u64) -> usize {
+    (nofile().saturating_sub(RESERVED_FDS) / fds_each)
+        .try_into()
+        .unwrap_or(usize::MAX)
+        .max(MIN_TOTAL)
+}
+
+/// The most TCP connections the daemon's listener keeps open at once: as many relayed preview
+/// connections as fit (each holds [`FDS_PER_CONNECTION`]) — an idle or API connection holds one,
+/// so this also bounds a flood of idle connections well inside the limit.
+pub fn tcp_connection_budget() -> usize {
+    fd_budget(FDS_PER_CONNECTION)
 }
 
 pub struct ConnLimit {
     per_sandbox: usize,
-    total: usize,
-    counts: Mutex<Counts>,
+    counts: Mutex<HashMap<SandboxName, usize>>,
 }
 
 /// One open connection; counted until dropped.
@@ -36,40 +57,17 @@ pub struct ConnGuard {
 }
 
 impl ConnLimit {
-    pub fn new(per_sandbox: usize, total: usize) -> Arc<Self> {
+    pub fn new(per_sandbox: usize) -> Arc<Self> {
         Arc::new(Self {
             per_sandbox: per_sandbox.max(1),
-            total: total.max(1),
             counts: Mutex::default(),
         })
     }
 
-    /// `per_sandbox`, and a total that fits this process's `RLIMIT_NOFILE`.
-    pub fn for_this_process(per_sandbox: usize) -> Arc<Self> {
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        let total = (soft.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION)
-            .try_into()
-            .unwrap_or(usize::MAX)
-            .max(MIN_TOTAL);
-        Self::new(per_sandbox, total)
-    }
-
-    /// Counts a new connection to `name`, or says which cap it would pass.
+    /// Counts a new connection to `name`, or refuses it past the cap.
     pub fn acquire(self: &Arc<Self>, name: &SandboxName) -> Result<ConnGuard, ApiError> {
-        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if c.total >= self.total {
-            return Err(ApiError::new(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "the daemon already has {} open preview connections, the most its file \
-                     descriptor limit allows; retry later",
-                    c.total
-                ),
-            ));
-        }
-        let n = c.by_sandbox.entry(name.clone()).or_default();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(name.clone()).or_default();
         if *n >= self.per_sandbox {
             return Err(ApiError::new(
                 ErrorCode::ResourceExhausted,
@@ -81,7 +79,6 @@ impl ConnLimit {
             ));
         }
         *n += 1;
-        c.total += 1;
         Ok(ConnGuard {
             limit: self.clone(),
             name: name.clone(),
@@ -91,12 +88,11 @@ impl ConnLimit {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut c = self.limit.counts.lock().unwrap_or_else(|e| e.into_inner());
-        c.total -= 1;
-        if let Some(n) = c.by_sandbox.get_mut(&self.name) {
+        let mut counts = self.limit.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.name) {
             *n -= 1;
             if *n == 0 {
-                c.by_sandbox.remove(&self.name);
+                counts.remove(&self.name);
             }
         }
     }
@@ -111,24 +107,23 @@ mod tests {
     }
 
     #[test]
-    fn caps_per_sandbox_and_in_total_and_frees_on_drop() {
-        let l = ConnLimit::new(2, 3);
+    fn caps_each_sandbox_and_frees_on_drop() {
+        let l = ConnLimit::new(2);
         let a1 = l.acquire(&name("a")).unwrap();
         let _a2 = l.acquire(&name("a")).unwrap();
         let e = l.acquire(&name("a")).err().unwrap();
         assert_eq!(e.code, ErrorCode::ResourceExhausted);
         assert!(e.message.contains("sandbox a"), "{}", e.message);
         let _b1 = l.acquire(&name("b")).unwrap();
-        let e = l.acquire(&name("b")).err().unwrap();
-        assert!(e.message.contains("file descriptor"), "{}", e.message);
         drop(a1);
-        let _b2 = l.acquire(&name("b")).unwrap();
-        assert!(l.acquire(&name("c")).is_err());
+        let _a3 = l.acquire(&name("a")).unwrap();
+        assert!(l.acquire(&name("a")).is_err());
     }
 
     #[test]
-    fn the_total_follows_the_descriptor_limit() {
-        let l = ConnLimit::for_this_process(DEFAULT_PER_SANDBOX);
-        assert!(l.total >= MIN_TOTAL);
+    fn the_tcp_budget_follows_the_descriptor_limit() {
+        let n = tcp_connection_budget();
+        assert!(n >= MIN_TOTAL);
+        assert!(n as u64 <= nofile().max(MIN_TOTAL as u64 * FDS_PER_CONNECTION));
     }
 }

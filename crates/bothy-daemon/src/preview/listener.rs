@@ -4,11 +4,20 @@
 //! the others): the head of its first request is *peeked* (not read), and if its `Host` is a
 //! preview host the connection goes to [`super::proxy`]; otherwise it is handed, untouched, to
 //! the API server through [`SplitListener`], which `axum::serve` accepts from.
+//!
+//! The port is public (preview URLs are shared), so open connections are counted: past what the
+//! daemon's file descriptors allow (see [`super::limit::tcp_connection_budget`]) a new one is
+//! closed at once, and a flood of idle connections cannot starve the rest of the daemon.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bothy_api::preview::PreviewHost;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -20,14 +29,87 @@ const MAX_HEAD: usize = 16 * 1024;
 /// the API server as it is (which applies its own timeouts).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Open connections of the listener, and the most it keeps.
+struct Open {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One open connection, counted until dropped.
+struct OpenGuard(Arc<Open>);
+
+impl Open {
+    fn enter(self: &Arc<Self>) -> Option<OpenGuard> {
+        let admitted = self
+            .now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| OpenGuard(self.clone()))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection handed to the API server; counted while it is open.
+pub struct Counted {
+    io: TcpStream,
+    _open: OpenGuard,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// The API side of the split: what `axum::serve` accepts from.
 pub struct SplitListener {
-    rx: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    rx: mpsc::Receiver<(Counted, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl axum::serve::Listener for SplitListener {
-    type Io = TcpStream;
+    type Io = Counted;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -42,10 +124,20 @@ impl axum::serve::Listener for SplitListener {
     }
 }
 
-/// Starts accepting on `tcp`; returns the listener of the API side.
-pub fn split(tcp: TcpListener, previews: Previews) -> std::io::Result<SplitListener> {
+/// Starts accepting on `tcp`, keeping at most `max_open` connections open at once; returns the
+/// listener of the API side.
+pub fn split(
+    tcp: TcpListener,
+    previews: Previews,
+    max_open: usize,
+) -> std::io::Result<SplitListener> {
     let local = tcp.local_addr()?;
     let (tx, rx) = mpsc::channel(1024);
+    let open = Arc::new(Open {
+        now: AtomicUsize::new(0),
+        max: max_open.max(1),
+    });
+    let mut refused_logged = false;
     tokio::spawn(async move {
         loop {
             let (stream, addr) = match tcp.accept().await {
@@ -60,14 +152,31 @@ pub fn split(tcp: TcpListener, previews: Previews) -> std::io::Result<SplitListe
             if tx.is_closed() {
                 break;
             }
+            let Some(counted) = open.enter() else {
+                // Closed unanswered: reading a request to answer it would cost what is short.
+                if !refused_logged {
+                    tracing::warn!(
+                        max = open.max,
+                        "too many open TCP connections: new ones are closed until some end"
+                    );
+                    refused_logged = true;
+                }
+                continue;
+            };
+            refused_logged = false;
             let (tx, previews) = (tx.clone(), previews.clone());
             tokio::spawn(async move {
                 match classify(&stream, previews.domain()).await {
                     Some((target, head_len)) => {
-                        super::proxy::serve(previews, stream, target, head_len).await
+                        super::proxy::serve(previews, stream, target, head_len).await;
+                        drop(counted);
                     }
                     None => {
-                        let _ = tx.send((stream, addr)).await;
+                        let io = Counted {
+                            io: stream,
+                            _open: counted,
+                        };
+                        let _ = tx.send((io, addr)).await;
                     }
                 }
             });

@@ -26,9 +26,13 @@ pub struct Args {
     #[arg(long, env = "BOTHY_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
     /// Most open preview connections to one sandbox; more are answered 503
-    /// `resource_exhausted`. (The total is also capped, to fit the daemon's file descriptors.)
+    /// `resource_exhausted`.
     #[arg(long, default_value_t = bothy_daemon::preview::limit::DEFAULT_PER_SANDBOX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     preview_max_connections: usize,
+    /// Most connections open at once on the TCP listener (API and previews together); more
+    /// are closed on arrival. Default: what the daemon's file descriptor limit allows.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: Option<usize>,
     /// Snapshot layer chains deeper than this are flattened into one layer when a snapshot
     /// is taken (reads stay fast; the flattening copies the state once).
     #[arg(long, default_value_t = bothy_daemon::manager::DEFAULT_MAX_LAYER_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
@@ -68,6 +72,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.cgroup_parent = a.cgroup_parent;
     cfg.preview_domain = a.preview_domain;
     cfg.preview_max_connections = a.preview_max_connections;
+    cfg.max_connections = a.max_connections;
     cfg.max_layer_depth = a.max_layer_depth;
     cfg.backup_store = a.backup_store;
     cfg.backup_gc = std::time::Duration::from_millis(a.backup_gc_ms.max(50));
