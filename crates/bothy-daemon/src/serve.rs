@@ -146,11 +146,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     {
         let app = app.clone();
         let stop = stop.clone();
-        servers.spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        servers.spawn(crate::http_server::serve(unix, app, stop));
     }
     if let Some(addr) = cfg.listen {
         let token = Token(Arc::new(cfg.token.clone().expect("set above")));
@@ -175,11 +171,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         )
         .map_err(|e| StartupError::new("listen on TCP", e))?;
         let stop = stop.clone();
-        servers.spawn(async move {
-            axum::serve(tcp, tcp_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        servers.spawn(crate::http_server::serve(tcp, tcp_app, stop));
     }
 
     shutdown_signal().await;
