@@ -78,6 +78,40 @@ async fn http_get(tcp: &str, host: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Starts `python3 -m http.server 8000` (plus `extra` arguments) as process `srv` of sandbox
+/// `name`, on its loopback, and waits until the port accepts.
+async fn serve_http(c: &Client, name: &str, extra: &[&str]) {
+    let mut a = vec![
+        "python3",
+        "-m",
+        "http.server",
+        "8000",
+        "--bind",
+        "127.0.0.1",
+    ];
+    a.extend_from_slice(extra);
+    c.start_process(
+        name,
+        &ProcessStart {
+            id: Some("srv".into()),
+            argv: argv(&a),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.wait_port(
+        name,
+        "srv",
+        &WaitPort {
+            port: 8000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
         .trim_end_matches('/')
@@ -779,33 +813,7 @@ async fn previews_reach_only_their_own_sandbox() {
         "a preview reached the host"
     );
     // Sandbox b serves on a port; a's token does not open it, nor does b's name with a's URL.
-    c.start_process(
-        "b",
-        &ProcessStart {
-            id: Some("srv".into()),
-            argv: argv(&[
-                "python3",
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "127.0.0.1",
-            ]),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.wait_port(
-        "b",
-        "srv",
-        &WaitPort {
-            port: 8000,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    serve_http(c, "b", &[]).await;
     let a8000 = c
         .expose_port(
             "a",
@@ -921,35 +929,7 @@ async fn preview_connections_are_capped_per_sandbox() {
     let c = &d.client;
     sandbox(&d, "busy").await;
     sandbox(&d, "calm").await;
-    c.start_process(
-        "busy",
-        &ProcessStart {
-            id: Some("srv".into()),
-            argv: argv(&[
-                "python3",
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "127.0.0.1",
-                "--protocol",
-                "HTTP/1.1",
-            ]),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.wait_port(
-        "busy",
-        "srv",
-        &WaitPort {
-            port: 8000,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    serve_http(c, "busy", &["--protocol", "HTTP/1.1"]).await;
     let expose = |name: &'static str| async move {
         host_of(
             &c.expose_port(
