@@ -105,6 +105,43 @@ impl Images {
         Ok(info(rec))
     }
 
+    /// Registers image `name` from layer directories pulled from a blob store (lowest first):
+    /// each is published as `$DATA/layers/<id>` unless a layer with that id is already here
+    /// (then the pulled copy is removed), after a `syncfs`; the image record comes last.
+    /// Blocking.
+    pub fn register_pulled(
+        &self,
+        name: &str,
+        pulled: Vec<(String, std::path::PathBuf)>,
+    ) -> Result<ImageInfo, DaemonError> {
+        let fail = |what: &str, e: &dyn std::error::Error| {
+            DaemonError::internal(&format!("register image {name}: {what}"), e)
+        };
+        let mut ids = Vec::new();
+        let mut size = 0;
+        for (id, dir) in pulled {
+            let dst = self.layout.layer(&id);
+            if dst.exists() {
+                crate::snapshots::remove_tree(&dir);
+            } else {
+                let f = std::fs::File::open(&dir).map_err(|e| fail("open a layer", &e))?;
+                rustix::fs::syncfs(&f).map_err(|e| fail("sync a layer", &e))?;
+                std::fs::rename(&dir, &dst).map_err(|e| fail("publish a layer", &e))?;
+            }
+            size += layers::layer_size(&self.layout, &id).map_err(|e| fail("size a layer", &e))?;
+            ids.push(id);
+        }
+        let rec = ImageRecord {
+            name: name.to_string(),
+            kind: "imported".into(),
+            layers: ids,
+            created_at_ms: now_ms(),
+            size_bytes: size,
+        };
+        self.store.put_image(&rec).map_err(|e| fail("record", &e))?;
+        Ok(info(rec))
+    }
+
     /// Mount targets of the overlays of a sandbox of `image`, in mount order (`/` first).
     pub fn mount_targets(&self, image: &ImageRecord) -> Vec<String> {
         let mut out = vec!["/".to_string()];

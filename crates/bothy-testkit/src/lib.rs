@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use bothy_client::Client;
 
+pub mod rootfs;
 pub mod s3;
 pub mod sh;
+pub use rootfs::minimal_rootfs;
 pub use s3::S3Server;
 pub use sh::{sh_fails, sh_ok, sh_status};
 

@@ -603,3 +603,127 @@ async fn kill9_during_import_and_evict_leaves_nothing_half_made() {
         .unwrap();
     assert_eq!(fingerprint(&a, "src").await, want);
 }
+
+/// Runs a shell line with the image's `/bin/sh` (an imported image has no `/bin/bash` or
+/// coreutils); returns stdout.
+async fn image_sh(d: &TestDaemon, name: &str, line: &str) -> String {
+    let r = d
+        .client
+        .exec(
+            name,
+            &bothy_api::exec::ExecRequest {
+                argv: Some(vec!["/bin/sh".into(), "-c".into(), line.into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, Some(0), "{line}: {}", r.stderr);
+    r.stdout
+}
+
+/// Forks snapshot `id` into `name` and reads a file of the image and one of the snapshot.
+async fn fork_reads(d: &TestDaemon, id: &str, name: &str) -> String {
+    d.client
+        .put_sandbox(
+            name,
+            &CreateSandbox {
+                from_snapshot: Some(id.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    image_sh(
+        d,
+        name,
+        "read a < /hello.txt; read b < /state.txt; echo \"$a|$b\"",
+    )
+    .await
+}
+
+/// A snapshot of a sandbox of an imported image carries the image's layers: a daemon that
+/// lacks the image gets it with the import, one that has the same image reuses it, and one
+/// with a different image of that name refuses the import (nothing registered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_image_travels_with_its_snapshot() {
+    use bothy_api::sandbox::ImportImage;
+    let Some(s3) = S3Server::start() else { return };
+    s3.create_bucket(BUCKET);
+    let Some(a) = daemon(&s3).await else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    bothy_testkit::minimal_rootfs(&root);
+    let import_image = |d: &TestDaemon, path: std::path::PathBuf| {
+        let c = d.client.clone();
+        async move {
+            c.import_image(&ImportImage {
+                name: "mini".into(),
+                path: path.to_string_lossy().into(),
+            })
+            .await
+            .unwrap()
+        }
+    };
+    import_image(&a, root.clone()).await;
+    a.client
+        .put_sandbox(
+            "m",
+            &CreateSandbox {
+                image: Some("mini".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    image_sh(&a, "m", "echo mine > /state.txt").await;
+    let id = snapshot(&a, "m").await;
+    let r = export(&a, &id).await;
+    assert_eq!(
+        r.layers.len(),
+        2,
+        "the image's layer and the snapshot's: {r:?}"
+    );
+    let import = |d: &TestDaemon| {
+        let (c, manifest) = (d.client.clone(), r.manifest.clone());
+        async move {
+            c.import_snapshot(&ImportRequest {
+                store: None,
+                manifest,
+            })
+            .await
+        }
+    };
+    // A daemon without the image: it comes with the snapshot.
+    let Some(b) = daemon(&s3).await else { return };
+    import(&b).await.unwrap();
+    let images = b.client.list_images().await.unwrap().images;
+    let mini = images
+        .iter()
+        .find(|i| i.name == "mini")
+        .expect("image imported");
+    assert_eq!(mini.kind, "imported");
+    assert_eq!(fork_reads(&b, &id, "f").await, "from the image|mine\n");
+
+    // A daemon with the same image (imported from the same tree): reused.
+    let Some(c) = daemon(&s3).await else { return };
+    import_image(&c, root.clone()).await;
+    import(&c).await.unwrap();
+    assert_eq!(fork_reads(&c, &id, "f").await, "from the image|mine\n");
+
+    // A daemon with another image of that name: refused, and nothing registered.
+    let Some(e) = daemon(&s3).await else { return };
+    let other = tmp.path().join("other");
+    bothy_testkit::minimal_rootfs(&other);
+    std::fs::write(other.join("hello.txt"), "another image\n").unwrap();
+    import_image(&e, other).await;
+    let err = import(&e).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Conflict), "{err}");
+    assert!(err.to_string().contains("mini"), "{err}");
+    let snaps: Value = e
+        .client
+        .json(Method::GET, "/v1/snapshots", None::<&()>)
+        .await
+        .unwrap();
+    assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
+}

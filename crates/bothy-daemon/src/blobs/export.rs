@@ -1,6 +1,6 @@
-//! Exporting a snapshot: each of its layers (above the image) packed, pushed as
-//! content-addressed chunks (skipping what the store has), then a manifest naming them in
-//! order. The manifest is written last: until it exists, nothing refers to the chunks, so an
+//! Exporting a snapshot: each of its layers (and those of its image, unless that is `host`)
+//! packed, pushed as content-addressed chunks (skipping what the store has), then a manifest
+//! naming them in order. The manifest is written last: until it exists, nothing refers to the chunks, so an
 //! export cut short (even by `kill -9`) leaves nothing half-made, and re-running it uploads
 //! only what is missing.
 
@@ -29,33 +29,41 @@ impl Manager {
     ) -> Result<ExportResult, DaemonError> {
         let (url, store) = self.blobs.resolve(req.store.as_deref())?;
         let (snap, layers) = self.snapshot_layers(id)?;
-        // The image travels by name: `host` is each machine's own view of its host, and an
-        // imported image must be imported on the other side too.
-        let image = ImageRef {
+        // `host` is each machine's own view of its host and travels by name only; the layers of
+        // an imported image travel with the snapshot, so the importer can recreate the image.
+        let machine_local = snap.image == HOST_IMAGE;
+        let mut image = ImageRef {
             name: snap.image.clone(),
-            machine_local: snap.image == HOST_IMAGE,
+            machine_local,
             layers: Vec::new(),
         };
         let mut out = Vec::new();
         let mut refs = Vec::new();
         let (mut uploaded, mut skipped) = (0, 0);
-        for l in layers.iter().filter(|l| !l.image_layer) {
+        for l in layers.iter().filter(|l| !(l.image_layer && machine_local)) {
             let (info, stats) =
                 push_dir(&self.blobs, &store, &l.path, &l.id, Some(&l.id), &sink).await?;
             uploaded += stats.uploaded_bytes;
             skipped += stats.skipped_bytes;
-            refs.push(LayerRef {
+            let mut labels = BTreeMap::from([(LABEL_ID.to_string(), l.id.clone())]);
+            // Image layers hold the image's own owners; snapshot layers the shifted ones.
+            if !l.image_layer {
+                labels.insert(
+                    LABEL_UID_BASE.to_string(),
+                    self.blobs.uid_base().to_string(),
+                );
+            }
+            let r = LayerRef {
                 digest: info.digest,
                 size: info.size,
                 content_bytes: info.content_bytes,
-                labels: BTreeMap::from([
-                    (LABEL_ID.to_string(), l.id.clone()),
-                    (
-                        LABEL_UID_BASE.to_string(),
-                        self.blobs.uid_base().to_string(),
-                    ),
-                ]),
-            });
+                labels,
+            };
+            if l.image_layer {
+                image.layers.push(r);
+            } else {
+                refs.push(r);
+            }
             out.push(ExportedLayer {
                 id: l.id.clone(),
                 digest: info.digest.to_string(),
