@@ -48,7 +48,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
     let egress = {
         let (layout, extra) = (layout.clone(), cfg.egress_extra_ca.clone());
         tokio::task::spawn_blocking(move || {
-            crate::egress::EgressState::open(&layout, sqlite, &extra)
+            crate::egress::EgressState::open(&layout, sqlite.clone(), sqlite, &extra)
         })
         .await
         .map_err(|e| StartupError::new("set up egress", e))?
@@ -98,6 +98,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
 
     let stop = CancellationToken::new();
     manager.spawn_idle_loop(cfg.idle_check, stop.clone());
+    egress.log.spawn_writer(stop.clone());
     if let Some(l) = net_listeners {
         let (proxy, dns) = l.into_parts();
         net.serve_dns(dns, stop.clone());
@@ -185,6 +186,9 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
         tracing::warn!("open requests did not finish within the grace period; closing them");
     }
     manager.flush_activity();
+    if let Err(e) = egress.log.flush() {
+        tracing::warn!(error = ?e.0, "egress log entries lost at shutdown");
+    }
     net.shutdown();
     let _ = std::fs::remove_file(&sock);
     Ok(())

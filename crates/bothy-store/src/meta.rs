@@ -248,6 +248,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sandboxes ADD COLUMN persist INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The egress log (`crate::egress_log`).
+    r#"
+    CREATE TABLE egress_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sandbox TEXT NOT NULL REFERENCES sandboxes(name) ON DELETE CASCADE,
+        entry TEXT NOT NULL
+    );
+    CREATE INDEX egress_log_by_sandbox ON egress_log (sandbox, id);
+"#,
 ];
 
 pub struct SqliteStore {

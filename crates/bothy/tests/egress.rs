@@ -536,7 +536,7 @@ print(f"found={found} regions={scanned} processes={pids} unreadable={unreadable}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_reaches_a_routed_upstream_with_a_secret_it_never_sees() {
     let upstream = start_upstream();
-    let Some(d) = TestDaemon::start_with(
+    let Some(mut d) = TestDaemon::start_with(
         BIN,
         bothy_testkit::Options {
             extra_args: vec![
@@ -728,6 +728,15 @@ async fn a_sandbox_reaches_a_routed_upstream_with_a_secret_it_never_sees() {
     assert!(
         !d.log().contains(&secret),
         "the daemon's log holds the secret"
+    );
+
+    // The log is kept in the metadata store: a daemon killed and started again still has it.
+    d.restart().await;
+    let again = d.client.egress_log("t1", None).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&log).unwrap(),
+        "the egress log after a restart"
     );
 
     // A new sandbox under the same name starts with an empty log.

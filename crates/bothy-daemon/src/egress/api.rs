@@ -105,9 +105,12 @@ async fn delete(
     }
 }
 
+/// Entries answered when the request names no `limit`.
+const DEFAULT_LIMIT: usize = 1000;
+
 #[derive(serde::Deserialize)]
 struct LogQuery {
-    /// Only the last `limit` entries.
+    /// Only the last `limit` entries (at most [`super::log::KEEP`]).
     limit: Option<usize>,
 }
 
@@ -122,14 +125,14 @@ async fn log(
         Ok(None) => return Err(DaemonError::not_found(&name)),
         Err(e) => return Err(DaemonError::internal("read sandbox record", &e)),
     };
-    let mut entries = s.egress.logs.get(&name);
+    let mut entries = s
+        .egress
+        .log
+        .recent(&name, q.limit.unwrap_or(DEFAULT_LIMIT))
+        .await?;
     // A sandbox destroyed and created again under the same name starts with an empty log
     // (the times are fixed-width RFC 3339, so they compare as strings).
     let since = bothy_api::time::rfc3339_ms(created_at_ms);
     entries.retain(|e| e.time >= since);
-    if let Some(n) = q.limit {
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
-    }
     Ok(Json(EgressLog { entries }))
 }

@@ -3,16 +3,18 @@
 //!
 //! The proxy itself is `bothy_egress`; the network plumbing that delivers connections to it and
 //! the [`bothy_egress::Directory`] it asks are the network module's. That directory answers
-//! `secret()` from [`Secrets::get`] and `record()` with [`EgressState::logs`].
+//! `secret()` from [`Secrets::get`] and `record()` with [`EgressState::log`].
 
 pub mod api;
+pub mod log;
 pub mod secrets;
 pub mod trust;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bothy_egress::{Ca, EgressLogs, ProxyOptions};
+use bothy_egress::{Ca, ProxyOptions};
+use bothy_store::egress_log::EgressLogStore;
 use bothy_store::secrets::SecretStore;
 use bothy_store::Layout;
 use rustls_pki_types::CertificateDer;
@@ -43,7 +45,8 @@ pub enum EgressSetupError {
 pub struct EgressState {
     pub ca: Arc<Ca>,
     pub secrets: Secrets,
-    pub logs: Arc<EgressLogs>,
+    /// The per-sandbox egress log (in the metadata store).
+    pub log: Arc<log::EgressLog>,
     /// Roots trusted for upstream TLS besides the system's (`--egress-extra-ca`).
     pub extra_roots: Arc<Vec<CertificateDer<'static>>>,
 }
@@ -54,6 +57,7 @@ impl EgressState {
     pub fn open(
         layout: &Layout,
         store: Arc<dyn SecretStore>,
+        log_store: Arc<dyn EgressLogStore>,
         extra_ca_files: &[PathBuf],
     ) -> Result<Self, EgressSetupError> {
         let dir = egress_dir(layout);
@@ -72,7 +76,7 @@ impl EgressState {
         Ok(Self {
             ca,
             secrets: Secrets::load(store)?,
-            logs: Arc::new(EgressLogs::default()),
+            log: log::EgressLog::new(log_store),
             extra_roots: Arc::new(extra_roots),
         })
     }
@@ -93,6 +97,6 @@ impl crate::net::directory::EgressSink for EgressState {
     }
 
     fn record(&self, sandbox: &bothy_api::SandboxName, entry: bothy_api::egress::EgressLogEntry) {
-        self.logs.push(sandbox, entry);
+        self.log.push(sandbox, entry);
     }
 }
