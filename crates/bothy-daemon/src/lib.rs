@@ -18,6 +18,7 @@ pub mod blobs;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod fds;
 pub mod http_server;
 pub mod images;
 pub mod manager;

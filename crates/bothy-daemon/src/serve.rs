@@ -168,7 +168,7 @@ pub async fn serve(mut cfg: DaemonConfig) -> Result<(), StartupError> {
             tcp,
             previews.clone(),
             cfg.max_connections
-                .unwrap_or_else(crate::preview::limit::tcp_connection_budget),
+                .unwrap_or_else(crate::fds::tcp_listener_connections),
         )
         .map_err(|e| StartupError::new("listen on TCP", e))?;
         let stop = stop.clone();

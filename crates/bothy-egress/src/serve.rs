@@ -39,6 +39,9 @@ pub struct ProxyOptions {
     /// Open connections one sandbox may hold through the proxy; more are closed at once, so
     /// that no sandbox can exhaust the daemon's file descriptors.
     pub max_connections_per_sandbox: usize,
+    /// Open connections all sandboxes together may hold; more are closed at once, so that
+    /// many sandboxes together cannot exhaust them either.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyOptions {
@@ -49,6 +52,7 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             max_connections_per_sandbox: 1024,
+            max_connections: 65_536,
         }
     }
 }
@@ -64,8 +68,14 @@ pub(crate) struct Shared {
     pub ca: Arc<Ca>,
     pub connector: Connector,
     pub opts: ProxyOptions,
-    /// Open connections per sandbox.
-    open: Mutex<HashMap<SandboxName, usize>>,
+    /// Open connections per sandbox, and in total.
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_sandbox: HashMap<SandboxName, usize>,
 }
 
 /// One open connection of a sandbox, counted until dropped.
@@ -77,11 +87,15 @@ struct Slot {
 impl Slot {
     fn take(shared: &Arc<Shared>, name: SandboxName) -> Option<Self> {
         let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(name.clone()).or_insert(0);
+        if open.total >= shared.opts.max_connections {
+            return None;
+        }
+        let n = open.by_sandbox.entry(name.clone()).or_insert(0);
         if *n >= shared.opts.max_connections_per_sandbox {
             return None;
         }
         *n += 1;
+        open.total += 1;
         Some(Self {
             shared: shared.clone(),
             name,
@@ -92,10 +106,11 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.name) {
+        open.total -= 1;
+        if let Some(n) = open.by_sandbox.get_mut(&self.name) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.name);
+                open.by_sandbox.remove(&self.name);
             }
         }
     }
@@ -114,7 +129,7 @@ pub async fn serve(
         ca,
         connector,
         opts,
-        open: Mutex::new(HashMap::new()),
+        open: Mutex::default(),
     });
     loop {
         let (sock, peer) = match listener.accept().await {

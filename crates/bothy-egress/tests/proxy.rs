@@ -483,3 +483,46 @@ async fn a_sandbox_cannot_hold_more_connections_than_its_share() {
     }
     assert!(ok);
 }
+
+#[tokio::test]
+async fn all_sandboxes_together_cannot_hold_more_than_the_total() {
+    let dir = TestDir::new(EgressPolicy::default());
+    let ca = Arc::new(Ca::ephemeral().unwrap());
+    let client = client_config(&[ca.cert_der().unwrap()]);
+    let (proxy, _t) = start_proxy_with(
+        dir.clone(),
+        ca,
+        bothy_egress::ProxyOptions {
+            dst: bothy_egress::DstSource::Fixed("203.0.113.7:443".parse().unwrap()),
+            max_connections_per_sandbox: 10,
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = https_client(proxy, "a.example.test", client.clone())
+        .await
+        .unwrap();
+    let _b = https_client(proxy, "b.example.test", client.clone())
+        .await
+        .unwrap();
+    assert!(
+        https_client(proxy, "c.example.test", client.clone())
+            .await
+            .is_err(),
+        "a connection past the total is closed, whatever the sandbox's own share"
+    );
+    drop(a);
+    let mut ok = false;
+    for _ in 0..100 {
+        if https_client(proxy, "d.example.test", client.clone())
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "room comes back when a connection closes");
+}

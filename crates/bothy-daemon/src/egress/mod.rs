@@ -85,6 +85,7 @@ impl EgressState {
     pub fn proxy_options(&self) -> ProxyOptions {
         ProxyOptions {
             extra_roots: self.extra_roots.as_ref().clone(),
+            max_connections: crate::fds::egress_connections(),
             ..ProxyOptions::default()
         }
     }

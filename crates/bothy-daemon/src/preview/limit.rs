@@ -5,8 +5,8 @@
 //!
 //! - [`ConnLimit`]: open preview connections per sandbox; past it, `resource_exhausted`, and
 //!   other sandboxes' previews are unaffected.
-//! - [`tcp_connection_budget`]: all connections of the TCP listener together (enforced by
-//!   [`super::listener`]).
+//! - All connections of the TCP listener together are capped by [`super::listener`], to
+//!   [`crate::fds::tcp_listener_connections`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,36 +15,6 @@ use bothy_api::{ApiError, ErrorCode, SandboxName};
 
 /// Default of `--preview-max-connections`.
 pub const DEFAULT_PER_SANDBOX: usize = 1024;
-/// File descriptors a relayed connection holds: two sockets, two pipes.
-const FDS_PER_CONNECTION: u64 = 6;
-/// File descriptors kept out of the preview budget for everything else the daemon does.
-const RESERVED_FDS: u64 = 4096;
-/// The total never drops below this, whatever the descriptor limit says.
-const MIN_TOTAL: usize = 64;
-
-/// File descriptors this process may open (its soft `RLIMIT_NOFILE`, raised at start).
-fn nofile() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
-}
-
-/// How many things holding `fds_each` descriptors fit in this process's limit, after
-/// [`RESERVED_FDS`]; never less than [`MIN_TOTAL`].
-fn fd_budget(fds_each: u64) -> usize {
-    (nofile().saturating_sub(RESERVED_FDS) / fds_each)
-        .try_into()
-        .unwrap_or(usize::MAX)
-        .max(MIN_TOTAL)
-}
-
-/// The most TCP connections the daemon's listener keeps open at once: as many relayed preview
-/// connections as fit (each holds [`FDS_PER_CONNECTION`]) — an idle or API connection holds one,
-/// so this also bounds a flood of idle connections well inside the limit.
-pub fn tcp_connection_budget() -> usize {
-    fd_budget(FDS_PER_CONNECTION)
-}
-
 pub struct ConnLimit {
     per_sandbox: usize,
     counts: Mutex<HashMap<SandboxName, usize>>,
@@ -118,12 +88,5 @@ mod tests {
         drop(a1);
         let _a3 = l.acquire(&name("a")).unwrap();
         assert!(l.acquire(&name("a")).is_err());
-    }
-
-    #[test]
-    fn the_tcp_budget_follows_the_descriptor_limit() {
-        let n = tcp_connection_budget();
-        assert!(n >= MIN_TOTAL);
-        assert!(n as u64 <= nofile().max(MIN_TOTAL as u64 * FDS_PER_CONNECTION));
     }
 }

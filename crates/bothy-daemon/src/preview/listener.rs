@@ -6,7 +6,7 @@
 //! the API server through [`SplitListener`], which `axum::serve` accepts from.
 //!
 //! The port is public (preview URLs are shared), so open connections are counted: past what the
-//! daemon's file descriptors allow (see [`super::limit::tcp_connection_budget`]) a new one is
+//! daemon's file descriptors allow (see [`crate::fds::tcp_listener_connections`]) a new one is
 //! closed at once, and a flood of idle connections cannot starve the rest of the daemon.
 
 use std::net::SocketAddr;
