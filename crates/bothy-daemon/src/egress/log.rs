@@ -3,6 +3,7 @@
 //! waiting, and always before a read or at shutdown); the newest [`KEEP`] of each sandbox are
 //! kept, and a sandbox's entries go with it.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ const MAX_PENDING: usize = 100_000;
 
 pub struct EgressLog {
     store: Arc<dyn EgressLogStore>,
-    pending: Mutex<Vec<(SandboxName, EgressLogEntry)>>,
+    pending: Mutex<VecDeque<(SandboxName, EgressLogEntry)>>,
     /// Held while a batch is taken and written, so batches reach the store in order.
     writing: Mutex<()>,
     wake: tokio::sync::Notify,
@@ -44,9 +45,9 @@ impl EgressLog {
     pub fn push(&self, sandbox: &SandboxName, entry: EgressLogEntry) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.len() >= MAX_PENDING {
-            p.remove(0);
+            p.pop_front();
         }
-        p.push((sandbox.clone(), entry));
+        p.push_back((sandbox.clone(), entry));
         if p.len() >= BATCH {
             self.wake.notify_one();
         }
