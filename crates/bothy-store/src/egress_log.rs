@@ -60,20 +60,13 @@ mod tests {
 
     fn sandbox(s: &SqliteStore, name: &str) -> SandboxName {
         let name = SandboxName::new(name).unwrap();
-        s.insert_sandbox(&SandboxRecord {
-            name: name.clone(),
-            image: "host".into(),
-            state: SandboxState::Creating,
-            env: Default::default(),
-            sleep_after_secs: 600,
-            keep_alive: false,
-            created_at_ms: 1,
-            last_activity_ms: 1,
-            runtime: None,
-            layers: vec![],
-            parent_snapshot: None,
-            persist: false,
-        })
+        s.insert_sandbox(&SandboxRecord::fresh(
+            name.clone(),
+            "host".into(),
+            SandboxState::Creating,
+            600,
+            1,
+        ))
         .unwrap();
         name
     }

@@ -57,6 +57,33 @@ pub struct SandboxRecord {
     pub persist: bool,
 }
 
+impl SandboxRecord {
+    /// A record of a new sandbox made at `at_ms`: no environment, no layers or parent, not
+    /// kept alive, not persisted, not running.
+    pub fn fresh(
+        name: SandboxName,
+        image: String,
+        state: SandboxState,
+        sleep_after_secs: u64,
+        at_ms: i64,
+    ) -> Self {
+        Self {
+            name,
+            image,
+            state,
+            env: BTreeMap::new(),
+            sleep_after_secs,
+            keep_alive: false,
+            created_at_ms: at_ms,
+            last_activity_ms: at_ms,
+            runtime: None,
+            layers: Vec::new(),
+            parent_snapshot: None,
+            persist: false,
+        }
+    }
+}
+
 /// A layer made by a snapshot (or imported from a blob store): garbage-collected once no
 /// sandbox and no snapshot lists it. Image layers are not recorded here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -758,18 +785,14 @@ mod tests {
 
     fn rec(name: &str) -> SandboxRecord {
         SandboxRecord {
-            name: SandboxName::new(name).unwrap(),
-            image: "host".into(),
-            state: SandboxState::Creating,
             env: [("A".to_string(), "1".to_string())].into(),
-            sleep_after_secs: 600,
-            keep_alive: false,
-            created_at_ms: 1,
-            last_activity_ms: 1,
-            runtime: None,
-            layers: vec![],
-            parent_snapshot: None,
-            persist: false,
+            ..SandboxRecord::fresh(
+                SandboxName::new(name).unwrap(),
+                "host".into(),
+                SandboxState::Creating,
+                600,
+                1,
+            )
         }
     }
 

@@ -126,25 +126,15 @@ impl EgressLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bothy_api::egress::EgressDecision;
     use bothy_store::meta::{MetaStore, SandboxRecord, SqliteStore};
 
     fn entry(path: &str) -> EgressLogEntry {
-        EgressLogEntry {
-            time: "2026-11-23T00:00:00.000Z".into(),
-            host: "h".into(),
-            port: 443,
-            scheme: "https".into(),
-            method: "GET".into(),
-            path: path.into(),
-            status: Some(200),
-            bytes_up: 0,
-            bytes_down: 0,
-            rule: "default".into(),
-            decision: EgressDecision::Allowed,
-            error: None,
-            duration_ms: 0,
-        }
+        serde_json::from_value(serde_json::json!({
+            "time": "2026-11-23T00:00:00.000Z", "host": "h", "port": 443, "scheme": "https",
+            "method": "GET", "path": path, "status": 200, "bytes_up": 0, "bytes_down": 0,
+            "rule": "default", "decision": "allowed", "duration_ms": 0
+        }))
+        .unwrap()
     }
 
     #[tokio::test]
@@ -152,20 +142,13 @@ mod tests {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let name = SandboxName::new("s").unwrap();
         store
-            .insert_sandbox(&SandboxRecord {
-                name: name.clone(),
-                image: "host".into(),
-                state: bothy_api::sandbox::SandboxState::Creating,
-                env: Default::default(),
-                sleep_after_secs: 600,
-                keep_alive: false,
-                created_at_ms: 1,
-                last_activity_ms: 1,
-                runtime: None,
-                layers: vec![],
-                parent_snapshot: None,
-                persist: false,
-            })
+            .insert_sandbox(&SandboxRecord::fresh(
+                name.clone(),
+                "host".into(),
+                bothy_api::sandbox::SandboxState::Creating,
+                600,
+                1,
+            ))
             .unwrap();
         let log = EgressLog::new(store.clone());
         log.push(&name, entry("/1"));

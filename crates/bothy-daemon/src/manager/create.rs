@@ -112,18 +112,16 @@ impl Manager {
         let network = self.network_for_new(spec.network)?;
         let now = now_ms();
         let rec = SandboxRecord {
-            name: name.clone(),
-            image: image.name.clone(),
-            state: SandboxState::Creating,
             env: spec.env.unwrap_or_default(),
-            sleep_after_secs: spec.sleep_after.unwrap_or(DEFAULT_SLEEP_AFTER_SECS),
             keep_alive: spec.keep_alive.unwrap_or(false),
-            created_at_ms: now,
-            last_activity_ms: now,
-            runtime: None,
-            layers: Vec::new(),
-            parent_snapshot: None,
             persist: spec.persist.unwrap_or(false),
+            ..SandboxRecord::fresh(
+                name.clone(),
+                image.name.clone(),
+                SandboxState::Creating,
+                spec.sleep_after.unwrap_or(DEFAULT_SLEEP_AFTER_SECS),
+                now,
+            )
         };
         let inserted = self
             .store

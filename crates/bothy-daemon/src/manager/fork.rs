@@ -22,18 +22,18 @@ fn exists(name: &SandboxName) -> DaemonError {
 fn record(name: &SandboxName, snap: &SnapshotRecord, spec: &CreateSandbox) -> SandboxRecord {
     let now = now_ms();
     SandboxRecord {
-        name: name.clone(),
-        image: snap.image.clone(),
-        state: SandboxState::Sleeping,
         env: spec.env.clone().unwrap_or_default(),
-        sleep_after_secs: spec.sleep_after.unwrap_or(DEFAULT_SLEEP_AFTER_SECS),
         keep_alive: spec.keep_alive.unwrap_or(false),
-        created_at_ms: now,
-        last_activity_ms: now,
-        runtime: None,
         layers: snap.layers.clone(),
         parent_snapshot: Some(snap.id.clone()),
         persist: spec.persist.unwrap_or(false),
+        ..SandboxRecord::fresh(
+            name.clone(),
+            snap.image.clone(),
+            SandboxState::Sleeping,
+            spec.sleep_after.unwrap_or(DEFAULT_SLEEP_AFTER_SECS),
+            now,
+        )
     }
 }
 
