@@ -106,8 +106,8 @@ impl Images {
     }
 
     /// Registers image `name` from layer directories pulled from a blob store (lowest first):
-    /// each is published as `$DATA/layers/<id>` unless a layer with that id is already here
-    /// (then the pulled copy is removed), after a `syncfs`; the image record comes last.
+    /// each is published as `$DATA/layers/<id>` ([`crate::snapshots::publish_layer`]); the
+    /// image record comes last.
     /// Blocking.
     pub fn register_pulled(
         &self,
@@ -120,14 +120,8 @@ impl Images {
         let mut ids = Vec::new();
         let mut size = 0;
         for (id, dir) in pulled {
-            let dst = self.layout.layer(&id);
-            if dst.exists() {
-                crate::snapshots::remove_tree(&dir);
-            } else {
-                let f = std::fs::File::open(&dir).map_err(|e| fail("open a layer", &e))?;
-                rustix::fs::syncfs(&f).map_err(|e| fail("sync a layer", &e))?;
-                std::fs::rename(&dir, &dst).map_err(|e| fail("publish a layer", &e))?;
-            }
+            crate::snapshots::publish_layer(&self.layout, &id, &dir)
+                .map_err(|e| fail("publish a layer", &e))?;
             size += layers::layer_size(&self.layout, &id).map_err(|e| fail("size a layer", &e))?;
             ids.push(id);
         }

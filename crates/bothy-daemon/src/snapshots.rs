@@ -445,6 +445,24 @@ fn sync_dir(p: &Path) -> Result<(), SnapshotError> {
     rustix::fs::syncfs(&f).map_err(|e| io_err(format!("sync {}", p.display()))(e.into()))
 }
 
+/// Moves a fully written layer directory `dir` (on the data directory's filesystem) to
+/// `$DATA/layers/<id>` after a `syncfs`, unless a layer with that id is there already (then
+/// `dir` is removed: layer ids name their content). Returns the layer's path.
+pub(crate) fn publish_layer(
+    layout: &Layout,
+    id: &str,
+    dir: &Path,
+) -> Result<PathBuf, SnapshotError> {
+    let dst = layout.layer(id);
+    if dst.exists() {
+        remove_tree(dir);
+    } else {
+        sync_dir(dir)?;
+        fs::rename(dir, &dst).map_err(io_err(format!("publish layer {id}")))?;
+    }
+    Ok(dst)
+}
+
 pub(crate) fn remove_tree(p: &Path) {
     if let Err(e) = fs::remove_dir_all(p) {
         if e.kind() != io::ErrorKind::NotFound {
@@ -534,13 +552,7 @@ impl Manager {
         let records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
             for (id, dir) in layers {
-                let dst = layout.layer(&id);
-                if dst.exists() {
-                    remove_tree(&dir);
-                } else {
-                    sync_dir(&dir)?;
-                    fs::rename(&dir, &dst).map_err(io_err(format!("publish layer {id}")))?;
-                }
+                let dst = publish_layer(&layout, &id, &dir)?;
                 records.push(LayerRecord {
                     size_bytes: tree::tree_bytes(&dst),
                     id,

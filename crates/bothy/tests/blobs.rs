@@ -726,4 +726,40 @@ async fn an_imported_image_travels_with_its_snapshot() {
         .await
         .unwrap();
     assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
+
+    // A manifest whose image names a layer outside the layers directory, or is no image name
+    // at all, is refused before anything is fetched.
+    let store = s3_store(&s3);
+    let digest = bothy_blob::Digest::parse(&r.manifest).unwrap();
+    let good = bothy_blob::manifest::get_snapshot_manifest(store.as_ref(), &digest)
+        .await
+        .unwrap();
+    for (i, (image_name, layer_id)) in [("mini", "../../etc"), ("Not An Image!", "sha256-x")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = good.clone();
+        m.snapshot.id = format!("snap-{i:032x}");
+        m.image.name = image_name.into();
+        m.image.layers[0]
+            .labels
+            .insert("id".into(), layer_id.into());
+        let d = bothy_blob::manifest::put_manifest(store.as_ref(), &m)
+            .await
+            .unwrap();
+        let err = e
+            .client
+            .import_snapshot(&ImportRequest {
+                store: None,
+                manifest: d.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::CorruptBlob), "{err}");
+    }
+    let layers: Vec<_> = std::fs::read_dir(e.data_dir().join("layers"))
+        .unwrap()
+        .map(|x| x.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(layers.iter().all(|l| !l.contains("..")), "{layers:?}");
 }
