@@ -348,8 +348,15 @@ async fn interrupt_terminate_and_kill() {
     let id = shell(json!({})).await;
     let mut a = connect(&id, "protocol=cursor").await;
     let mut sa = Seen::default();
-    type_line(&mut a, "sleep 100; echo after-$((5+5))").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Interrupt only once the list runs (a fixed pause lost the race on a loaded machine: the
+    // interrupt reached bash before it started the sleep).
+    type_line(
+        &mut a,
+        "echo started-$((1+1)); sleep 100; echo after-$((5+5))",
+    )
+    .await;
+    read_until(&mut a, &mut sa, |s| s.text().contains("started-2")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     a.send(Message::Text(r#"{"type":"interrupt"}"#.into()))
         .await
         .unwrap();

@@ -76,6 +76,20 @@ async fn snapshot(d: &TestDaemon, name: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// Starts sandbox `name` from snapshot `id`.
+async fn fork_into(d: &TestDaemon, id: &str, name: &str) {
+    d.client
+        .put_sandbox(
+            name,
+            &CreateSandbox {
+                from_snapshot: Some(id.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 async fn export(d: &TestDaemon, id: &str) -> ExportResult {
     d.client
         .export_snapshot(id, &ExportRequest::default())
@@ -130,18 +144,9 @@ async fn export_import_into_another_daemon_and_fork() {
         .await
         .unwrap();
     assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 1);
-    for fork in ["dst1", "dst2"] {
-        b.client
-            .put_sandbox(
-                fork,
-                &CreateSandbox {
-                    from_snapshot: Some(id.clone()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(fingerprint(&b, fork).await, want, "fork {fork} differs");
+    for name in ["dst1", "dst2"] {
+        fork_into(&b, &id, name).await;
+        assert_eq!(fingerprint(&b, name).await, want, "fork {name} differs");
     }
     // Forks diverge independently.
     sh_ok(&b.client, "dst1", "echo changed > proj/src/f1.txt").await;
@@ -300,16 +305,7 @@ async fn evict_and_wake_pulls_the_disk_back() {
         .unwrap();
     let id = snapshot(&d, "ev").await;
     assert!(!d.client.get_sandbox("ev").await.unwrap().evicted);
-    d.client
-        .put_sandbox(
-            "evf",
-            &CreateSandbox {
-                from_snapshot: Some(id),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    fork_into(&d, &id, "evf").await;
     assert_eq!(fingerprint(&d, "evf").await, want);
 }
 
@@ -397,16 +393,7 @@ async fn kill9_during_export_then_rerun_completes() {
         })
         .await
         .unwrap();
-    b.client
-        .put_sandbox(
-            "dst",
-            &CreateSandbox {
-                from_snapshot: Some(id),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    fork_into(&b, &id, "dst").await;
     assert_eq!(fingerprint(&b, "dst").await, want);
 }
 
@@ -624,16 +611,7 @@ async fn image_sh(d: &TestDaemon, name: &str, line: &str) -> String {
 
 /// Forks snapshot `id` into `name` and reads a file of the image and one of the snapshot.
 async fn fork_reads(d: &TestDaemon, id: &str, name: &str) -> String {
-    d.client
-        .put_sandbox(
-            name,
-            &CreateSandbox {
-                from_snapshot: Some(id.into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    fork_into(d, id, name).await;
     image_sh(
         d,
         name,
